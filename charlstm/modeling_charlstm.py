@@ -7,6 +7,7 @@ This file travels to the Hub next to the weights, so its only local import is th
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
@@ -138,6 +139,17 @@ class CharLSTMPreTrainedModel(PreTrainedModel):
     def _supports_default_dynamic_cache(cls) -> bool:
         # The LSTM state is the cache: generate must not hand forward a DynamicCache of keys and values.
         return False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As the library's, but a corrupt or truncated weights file says so instead of a bare safetensors error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"The weights of {str(pretrained_model_name_or_path)!r} cannot be read: model.safetensors is corrupt "
+                f"or truncated ({error}). Download or save the model again."
+            ) from error
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -1,0 +1,114 @@
+"""Generation speed of a [1024, 512] character LSTM: `model.generate` against the practical limit and the old way.
+
+Rows, all with the same random weights and in one run (the machine is shared and noisy, so ratios are measured
+side by side and every figure is the median of several repeats):
+- generate:  `model.generate(do_sample=True)`, the state carried as the cache.
+- bare loop: the same arithmetic with no transformers machinery (embedding, `torch.lstm_cell` per layer, projection,
+             multinomial sampling): the practical limit for these weights.
+- IBM window: the IBM code pattern's algorithm: every new character re-runs the LSTM over the last 256 characters.
+
+    python scripts/bench_generate.py --json bench_generate.json
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from charlstm import CharLSTMConfig, CharLSTMForCausalLM
+
+WINDOW = 256
+
+
+def build_model(vocab_size: int, embedding_dim: int, hidden_sizes: list[int]) -> CharLSTMForCausalLM:
+    torch.manual_seed(0)
+    config = CharLSTMConfig(vocab_size=vocab_size, embedding_dim=embedding_dim, hidden_sizes=hidden_sizes)
+    return CharLSTMForCausalLM(config).eval()
+
+
+def prompt(batch_size: int, length: int, vocab_size: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(9, vocab_size, (batch_size, length), generator=generator)
+
+
+@torch.no_grad()
+def run_generate(model, ids, new_chars):
+    model.generate(ids, do_sample=True, top_k=0, max_new_tokens=new_chars, min_new_tokens=new_chars)
+
+
+@torch.no_grad()
+def run_bare_loop(model, ids, new_chars):
+    layers = model.model.layers
+    batch = ids.shape[0]
+    state = [(torch.zeros(batch, l.hidden_size), torch.zeros(batch, l.hidden_size)) for l in layers]
+    token = None
+    for step in range(ids.shape[1] + new_chars):
+        x = model.model.embeddings(ids[:, step] if step < ids.shape[1] else token)
+        for index, lstm in enumerate(layers):
+            h, c = torch.lstm_cell(x, state[index], lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            state[index] = (h, c)
+            x = h
+        if step >= ids.shape[1] - 1:
+            probs = torch.softmax(model.lm_head(x), dim=-1)
+            token = torch.multinomial(probs, 1)[:, 0]
+
+
+@torch.no_grad()
+def run_ibm_window(model, ids, new_chars):
+    text = ids
+    for _ in range(new_chars):
+        logits = model(text[:, -WINDOW:], use_cache=False, logits_to_keep=1).logits[:, -1]
+        token = torch.multinomial(torch.softmax(logits, dim=-1), 1)
+        text = torch.cat([text, token], dim=1)
+
+
+def measure(function, model, ids, new_chars, repeats) -> float:
+    """Median characters per second (per row: a batch of 32 counts 32 characters a step)."""
+    function(model, ids, min(new_chars, 5))  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(model, ids, new_chars)
+        rates.append(ids.shape[0] * new_chars / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[1024, 512])
+    parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--vocab-size", type=int, default=100)
+    parser.add_argument("--new-chars", type=int, default=300)
+    parser.add_argument("--ibm-new-chars", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+
+    model = build_model(args.vocab_size, args.embedding_dim, args.hidden_sizes)
+    rows = []
+    for batch_size in (1, 32):
+        ids = prompt(batch_size, 20, args.vocab_size)
+        for name, function in (("generate", run_generate), ("bare loop", run_bare_loop)):
+            rate = measure(function, model, ids, args.new_chars, args.repeats)
+            rows.append({"method": name, "batch": batch_size, "chars_per_s": rate})
+    ibm_ids = prompt(1, WINDOW, args.vocab_size)
+    rate = measure(run_ibm_window, model, ibm_ids, args.ibm_new_chars, max(1, args.repeats // 2))
+    rows.append({"method": "IBM window (256)", "batch": 1, "chars_per_s": rate})
+
+    bare = {row["batch"]: row["chars_per_s"] for row in rows if row["method"] == "bare loop"}
+    for row in rows:
+        row["vs_bare_loop"] = row["chars_per_s"] / bare[row["batch"]]
+    print(f"model hidden_sizes={args.hidden_sizes} embedding_dim={args.embedding_dim} vocab={args.vocab_size}, "
+          f"threads={torch.get_num_threads()}, medians of {args.repeats}")
+    print(f"{'method':<18} {'batch':>5} {'chars/s':>10} {'vs bare':>8}")
+    for row in rows:
+        print(f"{row['method']:<18} {row['batch']:>5} {row['chars_per_s']:>10.1f} {row['vs_bare_loop']:>8.2f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"settings": vars(args), "threads": torch.get_num_threads(), "rows": rows}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
