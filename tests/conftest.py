@@ -1,6 +1,46 @@
 """Shared fixtures: a tiny tokenizer and a tiny, untrained model saved as a Hub-style directory."""
 
-import string
+# --- Hub isolation: set before anything imports huggingface_hub / transformers / datasets / gradio (they read
+# these at import). Every Hub call in the suite, subprocesses included (they inherit the environment), goes to
+# the Hub-protocol test server of tests/hubserver.py on 127.0.0.1; nothing can reach huggingface.co.
+import atexit
+import os
+import shutil
+import socket
+import tempfile
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+HUB_PORT = _free_loopback_port()
+HUB_TOKEN = "hf_hubserver_test_token"
+_HF_HOME = tempfile.mkdtemp(prefix="charlstm-test-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ.update(
+    HF_ENDPOINT=f"http://127.0.0.1:{HUB_PORT}",
+    HF_HUB_DISABLE_XET="1",  # else uploads go through Xet, which the test server does not speak
+    HF_TOKEN=HUB_TOKEN,
+    HF_HOME=_HF_HOME,
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_UPDATE_DOWNLOAD_COUNTS="0",  # datasets would HEAD s3.amazonaws.com on every load_dataset
+    GRADIO_ANALYTICS_ENABLED="False",
+    # datasets also asks http://datasets-server.<endpoint host> for exported infos (no switch for it), and other
+    # libraries may phone home: route all proxied traffic to the test server, which refuses it loudly.
+    HTTP_PROXY=f"http://127.0.0.1:{HUB_PORT}",
+    HTTPS_PROXY=f"http://127.0.0.1:{HUB_PORT}",
+    NO_PROXY="127.0.0.1,localhost,::1",
+)
+for _name in ("http_proxy", "https_proxy", "no_proxy"):
+    os.environ[_name] = os.environ[_name.upper()]
+for _name in ("ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.pop(_name, None)
+# --- end of Hub isolation
+
+import string  # noqa: E402 - the Hub isolation above must run first
 
 import pytest
 import torch
@@ -41,3 +81,12 @@ def tiny_model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
     tiny_model.save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def hub_server():
+    """The Hub-protocol server on HF_ENDPOINT: `.endpoint`, `.token`, `.publish(folder, repo_id, repo_type)`."""
+    from hubserver import HubServer
+
+    with HubServer(port=HUB_PORT, token=HUB_TOKEN) as server:
+        yield server
