@@ -201,6 +201,27 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         `attention_mask` may be longer than the input (during `generate` it covers the whole text so far): its last
         `input_ids.shape[1]` columns belong to this input. `cache` is updated in place and returned.
         """
+        hidden, cache, hidden_states = self.run(
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            return tuple(value for value in (hidden, cache, hidden_states) if value is not None)
+        return CharLSTMOutput(last_hidden_state=hidden, cache=cache, hidden_states=hidden_states)
+
+    def run(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: CharLSTMCache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> tuple[torch.Tensor, CharLSTMCache | None, tuple[torch.Tensor, ...] | None]:
+        """
+        `forward` without the output object: `(last_hidden_state, cache, hidden_states)`. The heads call this,
+        since building a `ModelOutput` costs about as much as a whole LSTM step of a small model on CPU.
+        """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -208,10 +229,8 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
                 raise ValueError("input_ids is empty: give at least one token (the tokenizer adds <bos>)")
             inputs_embeds = self.embeddings(input_ids)
         use_cache = use_cache if use_cache is not None else (cache is not None or self.config.use_cache)
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         batch_size, length = inputs_embeds.shape[:2]
 
         padded = None
@@ -222,6 +241,8 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         # Only a plain multi-character run without a cache can let nn.LSTM start from its own zero state.
         if cache is None and (use_cache or length == 1 or padded is not None):
             cache = CharLSTMCache.zeros(self.config, batch_size, inputs_embeds.dtype, inputs_embeds.device)
+        # Dropout is skipped outright outside training: even a no-op call costs time on the one-character path.
+        dropout = self.dropout if self.training else _identity
 
         hidden = inputs_embeds
         all_hidden = [hidden] if output_hidden_states else None
@@ -231,7 +252,7 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
             for index, lstm in enumerate(self.layers):
                 h, c = lstm_step(lstm, hidden, cache.hidden[index], cache.cell[index])
                 cache.hidden[index], cache.cell[index] = h, c
-                hidden = self.dropout(h)
+                hidden = dropout(h)
                 if output_hidden_states:
                     all_hidden.append(hidden.unsqueeze(1))
             hidden = hidden.unsqueeze(1)
@@ -239,7 +260,7 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
             for index, lstm in enumerate(self.layers):
                 state = None if cache is None else (cache.hidden[index].unsqueeze(0), cache.cell[index].unsqueeze(0))
                 hidden, (h, c) = lstm(hidden, state)
-                hidden = self.dropout(hidden)
+                hidden = dropout(hidden)
                 if cache is not None:
                     cache.hidden[index], cache.cell[index] = h[0], c[0]
                 if output_hidden_states:
@@ -249,7 +270,7 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
             for index, lstm in enumerate(self.layers):
                 incoming = cache.hidden[index]
                 packed, (h, c) = lstm(packed, (incoming.unsqueeze(0), cache.cell[index].unsqueeze(0)))
-                packed = packed._replace(data=self.dropout(packed.data))
+                packed = packed._replace(data=dropout(packed.data))
                 cache.hidden[index] = padded.keep_state(h[0], incoming)
                 cache.cell[index] = padded.keep_state(c[0], cache.cell[index])
                 if output_hidden_states:
@@ -260,10 +281,11 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
             cache.seen_tokens += length
         else:
             cache = None
-        hidden_states = tuple(all_hidden) if output_hidden_states else None
-        if not return_dict:
-            return tuple(value for value in (hidden, cache, hidden_states) if value is not None)
-        return CharLSTMOutput(last_hidden_state=hidden, cache=cache, hidden_states=hidden_states)
+        return hidden, cache, (tuple(all_hidden) if output_hidden_states else None)
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
@@ -279,6 +301,30 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: CharLSTMCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ) -> dict:
+        """
+        An LSTM step needs the new characters, the state and the mask, nothing else. The library's version also
+        builds position ids and attention-cache masks and inspects signatures on every step, which costs more
+        than the LSTM step itself for a small model at batch 1.
+        """
+        if inputs_embeds is not None and is_first_iteration:
+            return super().prepare_inputs_for_generation(
+                input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, is_first_iteration, **kwargs
+            )
+        if next_sequence_length is not None:
+            input_ids = input_ids[:, -next_sequence_length:]
+        kwargs.pop("labels", None)
+        return {"input_ids": input_ids, "cache": cache, "attention_mask": attention_mask, **kwargs}
 
     def set_output_embeddings(self, value: nn.Linear):
         self.lm_head = value
@@ -301,16 +347,9 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         spares the projection of a long prompt. `labels` equal to -100 are ignored, as are padding positions.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            cache=cache,
-            use_cache=use_cache,
-            inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        hidden, cache, hidden_states = self.model.run(
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
         )
-        hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.lm_head(hidden)
@@ -321,11 +360,8 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
                 labels = labels.masked_fill(attention_mask[:, -labels.shape[1] :] == 0, -100)
             loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
         if not return_dict:
-            rest = tuple(value for value in (outputs.cache, outputs.hidden_states) if value is not None)
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return CharLSTMCausalLMOutput(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
-        )
+            return tuple(value for value in (loss, logits, cache, hidden_states) if value is not None)
+        return CharLSTMCausalLMOutput(loss=loss, logits=logits, cache=cache, hidden_states=hidden_states)
 
 
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
@@ -353,23 +389,17 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         **kwargs,
     ) -> CharLSTMSequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        hidden, _, hidden_states = self.model.run(
+            input_ids, attention_mask, None, False, inputs_embeds, output_hidden_states
         )
-        pooled = outputs.last_hidden_state[:, -1]
+        pooled = hidden[:, -1]
         logits = self.score(self.dropout(pooled))
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
         if not return_dict:
-            rest = (outputs.hidden_states,) if outputs.hidden_states is not None else ()
-            return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return CharLSTMSequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+            return tuple(value for value in (loss, logits, hidden_states) if value is not None)
+        return CharLSTMSequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
 
 
 __all__ = [

@@ -33,7 +33,7 @@ def test_greedy_equals_a_full_rerun_at_every_step(tiny_model, prompt_ids):
 
 def test_each_step_after_the_prompt_feeds_one_character(tiny_model, prompt_ids):
     lengths = []
-    hook = tiny_model.model.register_forward_pre_hook(
+    hook = tiny_model.register_forward_pre_hook(
         lambda module, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
     )
     try:

@@ -149,7 +149,9 @@ def test_saved_directory_carries_code_and_auto_map(tiny_model_dir):
 REMOTE_CODE_SCRIPT = textwrap.dedent(
     """
     import json, sys
+    # As on a machine without the package: neither the checkout nor the (editable) install can be imported.
     sys.path = [p for p in sys.path if p not in ("", {project!r})]
+    sys.modules["charlstm"] = None
     try:
         import charlstm
         raise SystemExit("charlstm must not be importable here")
