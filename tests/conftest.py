@@ -90,3 +90,18 @@ def hub_server():
 
     with HubServer(port=HUB_PORT, token=HUB_TOKEN) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def star_model_dir(tmp_path_factory, tiny_tokenizer):
+    """
+    A saved tiny star-conditioned model that never ends a review (its `<eos>` logit is pushed far down), so every
+    generation runs to `max_new_tokens`: for tests of lengths, streaming and stopping early.
+    """
+    model = make_tiny_model(tiny_tokenizer, seed=1, conditioned_on_stars=True)
+    with torch.no_grad():
+        model.lm_head.bias[tiny_tokenizer.eos_token_id] = -1e4
+    path = tmp_path_factory.mktemp("star-model")
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
