@@ -20,6 +20,7 @@ from .modeling_charlstm import (
     CharLSTMModel,
     CharLSTMPreTrainedModel,
 )
+from .quantization import quantize
 from .tokenization_charlstm import CharLSTMTokenizer, star_token
 
 AutoConfig.register(CharLSTMConfig.model_type, CharLSTMConfig, exist_ok=True)
@@ -46,5 +47,6 @@ __all__ = [
     "CharLSTMModel",
     "CharLSTMPreTrainedModel",
     "CharLSTMTokenizer",
+    "quantize",
     "star_token",
 ]

@@ -89,9 +89,13 @@ class CharLSTMSequenceClassifierOutput(ModelOutput):
 def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     One character through one layer. `torch.lstm_cell` on the layer's own weights skips the sequence machinery of
-    `nn.LSTM`, which costs about half the time of a batch-1 step on CPU.
+    `nn.LSTM`, which costs about half the time of a batch-1 step on CPU. An int8 layer (`charlstm.quantize`) keeps
+    packed weights that only its own module can use, so it runs as a one-character sequence.
     """
-    return torch.lstm_cell(x, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    if hasattr(lstm, "weight_ih_l0"):
+        return torch.lstm_cell(x, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    _, (h, c) = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+    return h[0], c[0]
 
 
 class PaddedBatch:
@@ -150,6 +154,15 @@ class CharLSTMPreTrainedModel(PreTrainedModel):
                 f"The weights of {str(pretrained_model_name_or_path)!r} cannot be read: model.safetensors is corrupt "
                 f"or truncated ({error}). Download or save the model again."
             ) from error
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Refuses int8 models: their packed weights are no safetensors, and int8 is quick to redo after loading."""
+        if any(type(module).__module__.startswith("torch.ao.nn.quantized") for module in self.modules()):
+            raise ValueError(
+                "This model has int8 weights for CPU inference, which cannot be saved. Save the fp32 model "
+                "instead and quantize after loading (charlstm.quantize(model))."
+            )
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):

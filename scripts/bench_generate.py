@@ -1,11 +1,13 @@
 """Generation speed of a [1024, 512] character LSTM: `model.generate` against the practical limit and the old way.
 
 Rows, all with the same random weights and in one run (the machine is shared and noisy, so ratios are measured
-side by side and every figure is the median of several repeats):
+side by side and every figure is the median of several repeats), for fp32 and int8 weights (`charlstm.quantize`):
 - generate:  `model.generate(do_sample=True)`, the state carried as the cache.
-- bare loop: the same arithmetic with no transformers machinery (embedding, `torch.lstm_cell` per layer, projection,
+- bare loop: the same arithmetic with no transformers machinery (embedding, one LSTM step per layer, projection,
              multinomial sampling): the practical limit for these weights.
 - IBM window: the IBM code pattern's algorithm: every new character re-runs the LSTM over the last 256 characters.
+The IBM notebook's own Keras loop made 6.5 characters/s on this machine (measured once, by hand: Keras is not a
+dependency); the last column compares against it.
 
     python scripts/bench_generate.py --json bench_generate.json
 """
@@ -17,9 +19,11 @@ import time
 
 import torch
 
-from charlstm import CharLSTMConfig, CharLSTMForCausalLM
+from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
+from charlstm.modeling_charlstm import lstm_step
 
 WINDOW = 256
+IBM_KERAS_CHARS_PER_S = 6.5
 
 
 def build_model(vocab_size: int, embedding_dim: int, hidden_sizes: list[int]) -> CharLSTMForCausalLM:
@@ -35,21 +39,21 @@ def prompt(batch_size: int, length: int, vocab_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def run_generate(model, ids, new_chars):
-    model.generate(ids, do_sample=True, top_k=0, max_new_tokens=new_chars, min_new_tokens=new_chars)
+    # No EOS: every run makes exactly new_chars characters, without adding a logits processor to enforce it.
+    model.generate(ids, do_sample=True, top_k=0, max_new_tokens=new_chars, eos_token_id=None)
 
 
 @torch.no_grad()
 def run_bare_loop(model, ids, new_chars):
     layers = model.model.layers
     batch = ids.shape[0]
-    state = [(torch.zeros(batch, l.hidden_size), torch.zeros(batch, l.hidden_size)) for l in layers]
+    state = [(torch.zeros(batch, size), torch.zeros(batch, size)) for size in model.config.hidden_sizes]
     token = None
     for step in range(ids.shape[1] + new_chars):
         x = model.model.embeddings(ids[:, step] if step < ids.shape[1] else token)
         for index, lstm in enumerate(layers):
-            h, c = torch.lstm_cell(x, state[index], lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-            state[index] = (h, c)
-            x = h
+            state[index] = lstm_step(lstm, x, *state[index])
+            x = state[index][0]
         if step >= ids.shape[1] - 1:
             probs = torch.softmax(model.lm_head(x), dim=-1)
             token = torch.multinomial(probs, 1)[:, 0]
@@ -86,25 +90,31 @@ def main():
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
 
-    model = build_model(args.vocab_size, args.embedding_dim, args.hidden_sizes)
+    models = {"fp32": build_model(args.vocab_size, args.embedding_dim, args.hidden_sizes)}
+    models["int8"] = quantize(models["fp32"])
     rows = []
-    for batch_size in (1, 32):
-        ids = prompt(batch_size, 20, args.vocab_size)
-        for name, function in (("generate", run_generate), ("bare loop", run_bare_loop)):
-            rate = measure(function, model, ids, args.new_chars, args.repeats)
-            rows.append({"method": name, "batch": batch_size, "chars_per_s": rate})
+    for precision, model in models.items():
+        for batch_size in (1, 32):
+            ids = prompt(batch_size, 20, args.vocab_size)
+            for name, function in (("generate", run_generate), ("bare loop", run_bare_loop)):
+                rate = measure(function, model, ids, args.new_chars, args.repeats)
+                rows.append({"method": name, "weights": precision, "batch": batch_size, "chars_per_s": rate})
     ibm_ids = prompt(1, WINDOW, args.vocab_size)
-    rate = measure(run_ibm_window, model, ibm_ids, args.ibm_new_chars, max(1, args.repeats // 2))
-    rows.append({"method": "IBM window (256)", "batch": 1, "chars_per_s": rate})
+    rate = measure(run_ibm_window, models["fp32"], ibm_ids, args.ibm_new_chars, max(1, args.repeats // 2))
+    rows.append({"method": "IBM window (256)", "weights": "fp32", "batch": 1, "chars_per_s": rate})
 
-    bare = {row["batch"]: row["chars_per_s"] for row in rows if row["method"] == "bare loop"}
+    bare = {(row["weights"], row["batch"]): row["chars_per_s"] for row in rows if row["method"] == "bare loop"}
     for row in rows:
-        row["vs_bare_loop"] = row["chars_per_s"] / bare[row["batch"]]
+        row["vs_bare_loop"] = row["chars_per_s"] / bare[row["weights"], row["batch"]]
+        row["vs_ibm_keras"] = row["chars_per_s"] / IBM_KERAS_CHARS_PER_S
     print(f"model hidden_sizes={args.hidden_sizes} embedding_dim={args.embedding_dim} vocab={args.vocab_size}, "
           f"threads={torch.get_num_threads()}, medians of {args.repeats}")
-    print(f"{'method':<18} {'batch':>5} {'chars/s':>10} {'vs bare':>8}")
+    print(f"{'method':<18} {'weights':>7} {'batch':>5} {'chars/s':>10} {'vs bare':>8} {'vs Keras':>9}")
     for row in rows:
-        print(f"{row['method']:<18} {row['batch']:>5} {row['chars_per_s']:>10.1f} {row['vs_bare_loop']:>8.2f}")
+        print(
+            f"{row['method']:<18} {row['weights']:>7} {row['batch']:>5} {row['chars_per_s']:>10.1f} "
+            f"{row['vs_bare_loop']:>8.2f} {row['vs_ibm_keras']:>8.0f}x"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"settings": vars(args), "threads": torch.get_num_threads(), "rows": rows}, handle, indent=2)

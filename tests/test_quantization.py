@@ -1,0 +1,100 @@
+"""int8 weights for CPU inference: same behaviour as fp32 where it matters, clear limits where it cannot."""
+
+from threading import Thread
+
+import pytest
+import torch
+from transformers import TextIteratorStreamer
+
+from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
+from charlstm.quantization import int8_engine, is_quantized
+
+PROMPTS = ["The tacos were", "Cold", "Best brunch in town"]
+
+needs_int8 = pytest.mark.skipif(int8_engine() is None, reason="this platform has no int8 engine")
+
+
+@pytest.fixture(scope="module")
+def int8_model(tiny_model):
+    return quantize(tiny_model)
+
+
+@needs_int8
+def test_quantize_returns_an_int8_copy(tiny_model, int8_model):
+    assert is_quantized(int8_model)
+    assert not is_quantized(tiny_model)  # the fp32 model is left as it was
+
+
+@needs_int8
+def test_int8_logits_stay_close_to_fp32(tiny_model, int8_model, tiny_tokenizer):
+    batch = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        fp32 = torch.log_softmax(tiny_model(**batch).logits, dim=-1)
+        int8 = torch.log_softmax(int8_model(**batch).logits, dim=-1)
+    real = batch["attention_mask"].bool()
+    assert (fp32 - int8)[real].abs().max() < 0.05
+
+
+@needs_int8
+def test_int8_greedy_text_is_stable_across_runs(tiny_model, tiny_tokenizer):
+    ids = tiny_tokenizer("The tacos", return_tensors="pt")["input_ids"]
+    runs = [quantize(tiny_model).generate(ids, max_new_tokens=40, do_sample=False).tolist() for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+
+
+@needs_int8
+def test_int8_padding_never_touches_the_state(int8_model, tiny_tokenizer):
+    """What lies under the padding changes nothing, in the prompt pass and in every generated step."""
+    batch = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    scrambled = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, tiny_tokenizer.convert_tokens_to_ids("x"))
+    settings = dict(attention_mask=batch["attention_mask"], max_new_tokens=15, do_sample=False)
+    assert int8_model.generate(batch["input_ids"], **settings)[:, -15:].tolist() == (
+        int8_model.generate(scrambled, **settings)[:, -15:].tolist()
+    )
+
+
+@needs_int8
+def test_int8_padded_batch_stays_close_to_each_prompt_alone(int8_model, tiny_tokenizer):
+    """Rows of a batch share one activation scale in dynamic int8, so they match the row alone closely, not bit for bit."""
+    batch = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        together = torch.log_softmax(int8_model(**batch).logits[:, -1], dim=-1)
+        for row, prompt in enumerate(PROMPTS):
+            alone = torch.log_softmax(int8_model(**tiny_tokenizer(prompt, return_tensors="pt")).logits[0, -1], dim=-1)
+            assert (together[row] - alone).abs().max() < 0.05
+
+
+@needs_int8
+def test_int8_cached_steps_equal_a_full_rerun(int8_model, tiny_tokenizer):
+    ids = tiny_tokenizer("Decent pizza", return_tensors="pt")["input_ids"]
+    generated = int8_model.generate(ids, max_new_tokens=20, do_sample=False)
+    with torch.no_grad():
+        rerun = int8_model(generated[:, :-1], use_cache=False).logits[0, ids.shape[1] - 1 :].argmax(-1)
+    assert rerun.tolist() == generated[0, ids.shape[1] :].tolist()
+
+
+@needs_int8
+def test_int8_streams_like_fp32(int8_model, tiny_tokenizer):
+    ids = tiny_tokenizer("The tacos", return_tensors="pt")["input_ids"]
+    streamer = TextIteratorStreamer(tiny_tokenizer, skip_prompt=True, skip_special_tokens=True)
+    thread = Thread(target=int8_model.generate, args=(ids,), kwargs=dict(max_new_tokens=25, streamer=streamer))
+    thread.start()
+    streamed = "".join(streamer)
+    thread.join()
+    expected = int8_model.generate(ids, max_new_tokens=25)[0, ids.shape[1] :]
+    assert streamed == tiny_tokenizer.decode(expected, skip_special_tokens=True)
+
+
+@needs_int8
+def test_saving_an_int8_model_says_what_to_do(tmp_path, int8_model):
+    with pytest.raises(ValueError, match=r"Save the fp32 model instead and quantize after loading"):
+        int8_model.save_pretrained(tmp_path)
+
+
+def test_a_model_that_cannot_be_quantized_stays_fp32_with_a_warning(tiny_tokenizer):
+    with torch.device("meta"):
+        model = CharLSTMForCausalLM(CharLSTMConfig(vocab_size=len(tiny_tokenizer), hidden_sizes=[8]))
+    with pytest.warns(RuntimeWarning, match="Keeping fp32 weights: .*runs on the CPU only"):
+        same = quantize(model)
+    assert same is model
+    assert not is_quantized(same)
