@@ -42,6 +42,18 @@ class CharacterScores:
         self.bits_per_character = -sum(self.log_probs) / (count * log(2))
         self.top1_share = sum(rank == 1 for rank in self.ranks) / count
 
+    def head(self, count: int) -> "CharacterScores":
+        """
+        The scores of the first `count` characters. The model reads left to right, so they are exactly what scoring
+        `text[:count]` alone would give, without running the model again.
+        """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count!r}")
+        return CharacterScores(
+            self.text[:count], self.characters[:count], self.ranks[:count], self.log_probs[:count],
+            self.unknown[:count], self.truncated and count >= len(self.characters),
+        )
+
     def rank_buckets(self) -> list[str]:
         """"top1", "top3", "top10" or "beyond" for each character: how high the model ranked it."""
         return [rank_bucket(rank) for rank in self.ranks]

@@ -8,7 +8,7 @@ import torch
 from charlstm import CharLSTMTokenizer
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
 from charlstm.scoring import score_text, score_texts
-from conftest import make_tiny_model
+from tests.conftest import make_tiny_model
 
 TEXTS = ["Great tacos!", "Slow service, cold fries.", "Ok", "The soup was salty but the bread was fresh and warm."]
 
@@ -115,3 +115,14 @@ def test_a_model_in_training_mode_is_refused(tiny_tokenizer):
     model = make_tiny_model(tiny_tokenizer, dropout=0.5).train()
     with pytest.raises(ValueError, match="eval"):
         score_text(model, tiny_tokenizer, "dropout would make this random")
+
+
+def test_head_equals_scoring_the_prefix_alone(tiny_model, tiny_tokenizer):
+    text = TEXTS[3]
+    head = score_text(tiny_model, tiny_tokenizer, text).head(12)
+    prefix = score_text(tiny_model, tiny_tokenizer, text[:12])
+
+    assert head.text == prefix.text == text[:12]
+    assert head.ranks == prefix.ranks
+    assert head.log_probs == pytest.approx(prefix.log_probs, abs=1e-5)
+    assert head.bits_per_character == pytest.approx(prefix.bits_per_character, abs=1e-5)
