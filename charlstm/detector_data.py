@@ -1,0 +1,157 @@
+"""The detector's labelled data: real reviews the generator never trained on, and reviews the generator wrote.
+
+Machine reviews are written across a spread of sampling settings (temperature, top-k, top-p, star prompt, length
+cap), so a detector cannot learn one setting's quirks; every setting is kept as a column so that evaluation can
+report per setting. Human and machine texts pass the same length filter, and both classes are equally many in
+the train and test splits.
+"""
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict
+
+from .cli import UsageError
+from .data import Reviews, load_reviews
+from .generation import GenerationSettings, Limits, ReviewGenerator, check_settings
+from .training import TRAINING_LOG
+
+LABELS = ("human", "machine")
+HUMAN, MACHINE = 0, 1
+
+FEATURES = datasets.Features(
+    {
+        "text": datasets.Value("string"),
+        "label": ClassLabel(names=list(LABELS)),
+        "source": datasets.Value("string"),
+        "temperature": datasets.Value("float64"),  # the sampling settings are None for human reviews
+        "top_k": datasets.Value("int32"),
+        "top_p": datasets.Value("float64"),
+        "max_new_tokens": datasets.Value("int32"),
+        "stars": datasets.Value("int8"),  # the rating asked for (machine) or given (human), when known
+        "length": datasets.Value("int32"),  # characters in `text`
+    }
+)
+
+
+@dataclass(frozen=True)
+class SamplingGrid:
+    """The settings machine reviews are written with. Temperatures take turns; the rest is drawn at random."""
+
+    temperatures: tuple[float, ...] = (0.5, 0.7, 0.8, 1.0, 1.2)
+    top_ks: tuple[int, ...] = (0, 20)
+    top_ps: tuple[float, ...] = (1.0, 0.9)
+    max_new_tokens: tuple[int, ...] = (300, 600, 1000)
+
+
+def held_out_reviews(generator_dir, human_data=None, validation_fraction=None, data_seed=None) -> Reviews:
+    """
+    The real reviews the generator never trained on: its training data split as `charlstm train` split it, with
+    the dataset, columns, split, fraction and seed its training_log.json records. Arguments given override the log.
+    """
+    log_path = Path(generator_dir) / TRAINING_LOG
+    log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
+    source = human_data or log.get("dataset")
+    if source is None:
+        raise UsageError(f"{generator_dir} has no {TRAINING_LOG} naming its training data: give --human-data")
+    if validation_fraction is None:
+        validation_fraction = log.get("validation_fraction", 0.05)
+    if data_seed is None:
+        data_seed = log.get("seed", 0)
+    return load_reviews(
+        source,
+        log.get("text_column", "text"),
+        log.get("label_column"),
+        held_out_split=log.get("eval_split"),
+        validation_fraction=validation_fraction,
+        seed=data_seed,
+    )
+
+
+def human_rows(reviews: Dataset, source: str, count: int, min_chars: int, seed: int) -> list[dict]:
+    """`count` reviews of at least `min_chars` characters, drawn with `seed`."""
+    long_enough = reviews.filter(lambda review: len(review["text"]) >= min_chars, desc="dropping short reviews")
+    if len(long_enough) < count:
+        raise ValueError(
+            f"{source} has {len(long_enough)} held-out reviews of at least {min_chars} characters; "
+            f"{count} were asked for"
+        )
+    chosen = long_enough.shuffle(seed=seed).select(range(count))
+    stars = chosen["stars"] if "stars" in chosen.column_names else [None] * count
+    return [
+        _row(text, HUMAN, source, stars=rating) for text, rating in zip(chosen["text"], stars)
+    ]
+
+
+def machine_rows(
+    generator: ReviewGenerator, count: int, grid: SamplingGrid, min_chars: int, batch_size: int, seed: int
+) -> list[dict]:
+    """
+    `count` reviews written by `generator`, `batch_size` per `generate` call, each batch with its own settings and
+    seed. Reviews shorter than `min_chars` are dropped (as short human reviews are) and more are written.
+    """
+    rng = random.Random(seed)
+    rows: list[dict] = []
+    batches = 0
+    while len(rows) < count:
+        if batches >= 10 * (count // batch_size + 1):
+            raise ValueError(
+                f"the generator wrote only {len(rows)} of {count} reviews of at least {min_chars} characters in "
+                f"{batches} batches: it ends reviews too early for this --min-chars"
+            )
+        settings = check_settings(
+            GenerationSettings(
+                stars=rng.randint(1, 5) if generator.conditioned_on_stars else None,
+                num_reviews=batch_size,
+                temperature=grid.temperatures[batches % len(grid.temperatures)],
+                top_k=rng.choice(grid.top_ks),
+                top_p=rng.choice(grid.top_ps),
+                max_new_tokens=rng.choice(grid.max_new_tokens),
+                seed=rng.randrange(2**32),
+            ),
+            Limits(max_num_reviews=batch_size, max_new_tokens=max(grid.max_new_tokens)),
+        )
+        batches += 1
+        for text in generator.generate(settings):
+            if len(text) >= min_chars and len(rows) < count:
+                rows.append(_row(text, MACHINE, generator.source, settings))
+    return rows
+
+
+def build_detector_data(
+    generator: ReviewGenerator,
+    human_reviews: Dataset,
+    human_source: str,
+    count: int,
+    grid: SamplingGrid = SamplingGrid(),
+    min_chars: int = 50,
+    batch_size: int = 32,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> DatasetDict:
+    """`count` human and `count` machine reviews, split into train and test with both labels in equal shares."""
+    if count < 2:
+        raise ValueError(f"--count must be at least 2 (one review per class in each split), got {count}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    rows = human_rows(human_reviews, human_source, count, min_chars, seed)
+    rows += machine_rows(generator, count, grid, min_chars, batch_size, seed)
+    table = Dataset.from_list(rows, features=FEATURES)
+    return table.train_test_split(test_size=test_fraction, seed=seed, stratify_by_column="label")
+
+
+def _row(text: str, label: int, source: str, settings: GenerationSettings | None = None, stars=None) -> dict:
+    return {
+        "text": text,
+        "label": label,
+        "source": source,
+        "temperature": settings and settings.temperature,
+        "top_k": settings and settings.top_k,
+        "top_p": settings and settings.top_p,
+        "max_new_tokens": settings and settings.max_new_tokens,
+        "stars": settings.stars if settings else stars,
+        "length": len(text),
+    }

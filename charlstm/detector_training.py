@@ -1,0 +1,150 @@
+"""Training the detector: the generator's own embedding and LSTM layers, a new two-way head, and `Trainer`.
+
+Starting from the generator means the detector begins with everything the generator knows about how reviews are
+written; fine-tuning teaches it where the generator's writing differs. Each step shows the model random crops of
+random length, so it learns to judge a 60-character snippet as well as a whole review.
+"""
+
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from datasets import DatasetDict
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .detector_data import LABELS
+from .training import TRAINER_STATE
+
+# How texts are tokenized for the detector, in training and in `charlstm detect` alike: a literal "<5star>" in a
+# review is seven characters, and text past `model_max_length` is cut.
+TOKENIZER_KWARGS = {"split_special_tokens": True, "truncation": True}
+
+
+class RandomCrops:
+    """
+    The data collator: cuts each text to a random length between `min_chars` and `max_chars` (log-uniform, so short
+    snippets are common), half the time from its start and half from a random place, then tokenizes the batch.
+    """
+
+    def __init__(self, tokenizer, min_chars: int, max_chars: int, seed: int):
+        self.tokenizer = tokenizer
+        self.min_chars, self.max_chars = min_chars, max_chars
+        self.rng = random.Random(seed)
+
+    def crop(self, text: str) -> str:
+        length = round(math.exp(self.rng.uniform(math.log(self.min_chars), math.log(self.max_chars))))
+        if len(text) <= length:
+            return text
+        start = 0 if self.rng.random() < 0.5 else self.rng.randrange(len(text) - length + 1)
+        return text[start : start + length]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = self.tokenizer(
+            [self.crop(row["text"]) for row in rows], padding=True, return_tensors="pt", **TOKENIZER_KWARGS
+        )
+        batch["labels"] = torch.tensor([row["label"] for row in rows])
+        return batch
+
+
+def train_detector(
+    generator_dir: str,
+    data: DatasetDict,
+    output_dir: str,
+    *,
+    max_steps: int = 1000,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    min_chars: int = 40,
+    max_chars: int = 600,
+    layers: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """
+    Trains on `data["train"]` and saves the detector to `output_dir` (weights, config, tokenizer, code files).
+    Checkpoints go to `output_dir/checkpoints` and a rerun resumes from the last one; they are removed once the
+    detector is saved. The tokenizer is saved with `model_max_length = max_chars + 1` (`<bos>` and the longest
+    crop seen in training), so longer texts are cut to what the detector has learned to judge. `layers` keeps only
+    the generator's first LSTM layers (all when None), for a smaller, faster detector.
+    """
+    if "train" not in data:
+        raise ValueError(f"the detector data has no 'train' split (splits: {', '.join(data)})")
+    if not 1 <= min_chars <= max_chars:
+        raise ValueError(f"need 1 <= --min-chars <= --max-chars, got {min_chars} and {max_chars}")
+    hidden_sizes = AutoConfig.from_pretrained(generator_dir).hidden_sizes
+    if layers is not None and not 1 <= layers <= len(hidden_sizes):
+        raise ValueError(f"--layers must be from 1 to {len(hidden_sizes)} (the generator's layers), got {layers}")
+    tokenizer = AutoTokenizer.from_pretrained(generator_dir, model_max_length=max_chars + 1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        generator_dir,
+        hidden_sizes=hidden_sizes[:layers],  # the layers left out are not loaded
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={label: index for index, label in enumerate(LABELS)},
+        dtype=torch.float32,
+    )
+    # Our classification loss is a plain mean and ignores `num_items_in_batch`: tell Trainer so, or gradient
+    # accumulation would scale the gradients wrongly.
+    model.accepts_loss_kwargs = False
+    checkpoints = Path(output_dir) / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, max_steps // 20),
+        max_grad_norm=1.0,
+        logging_steps=max(1, max_steps // 20),
+        save_steps=max(1, max_steps // 5),
+        save_total_limit=1,
+        remove_unused_columns=False,  # the collator needs the raw text
+        report_to="none",
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"].select_columns(["text", "label"]),
+        data_collator=RandomCrops(tokenizer, min_chars, max_chars, seed),
+    )
+    started = time.perf_counter()
+    resume = last_complete_checkpoint(checkpoints)
+    result = trainer.train(resume_from_checkpoint=resume)
+    # Not `trainer.save_model`, which adds a pickled training_args.bin that no user of the detector needs.
+    trainer.model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    shutil.rmtree(checkpoints)
+    log = {
+        "generator": str(generator_dir),
+        "train_texts": len(data["train"]),
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "crop_chars": [min_chars, max_chars],
+        "seed": seed,
+        "kept_layers": list(model.config.hidden_sizes),
+        "num_parameters": model.num_parameters(),
+        "train_loss": result.training_loss,
+        "loss_history": [
+            {"step": entry["step"], "loss": entry["loss"]} for entry in trainer.state.log_history if "loss" in entry
+        ],
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "resumed_from": resume,
+    }
+    return log
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint holding its trainer state, which Trainer writes last: one cut off mid-write is skipped."""
+    if not folder.is_dir():
+        return None
+    complete = [
+        path for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (path / TRAINER_STATE).is_file()
+    ]
+    return str(max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]))) if complete else None

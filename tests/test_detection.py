@@ -1,0 +1,262 @@
+"""The detector: labelled data from a generator, a trained classifier, `charlstm detect`, the zero-shot baseline.
+
+The generator is the tiny untrained model: what it writes is random characters, which a detector must tell apart
+from the review-like human texts below after a few dozen steps.
+"""
+
+import json
+import random
+
+import datasets
+import pytest
+from transformers import pipeline
+
+from charlstm.cli import main
+from charlstm.data import load_reviews
+from charlstm.detection import Detector, evaluate
+from charlstm.detection_metrics import best_threshold, roc_auc, threshold_metrics
+from charlstm.detector_training import last_complete_checkpoint
+from charlstm.zero_shot import ZeroShotDetector, statistics_of_texts
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+MAX_CHARS = 120  # the longest training crop, and so what the tiny detector reads at most
+
+
+def review_like_texts(count: int, seed: int) -> list[str]:
+    """Our own review-shaped sentences, 1 to 8 per text."""
+    rng = random.Random(seed)
+    subjects = ["The tacos", "Our waiter", "The soup", "This place", "The pizza", "Parking", "The coffee", "Dessert"]
+    verbs = ["was", "seemed", "is", "felt"]
+    adjectives = ["great", "cold", "fresh", "slow", "lovely", "salty", "friendly", "noisy", "cheap", "perfect"]
+    endings = ["and we will be back.", "but the line was long.", "so I left a big tip.", "as always!", "sadly."]
+    return [
+        " ".join(
+            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(adjectives)} {rng.choice(endings)}"
+            for _ in range(rng.randint(1, 8))
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def human_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("human") / "reviews.jsonl"
+    rng = random.Random(1)
+    with path.open("w", encoding="utf-8") as handle:
+        for text in review_like_texts(120, seed=0):
+            handle.write(json.dumps({"text": text, "stars": rng.randint(1, 5)}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector_data_dir(tmp_path_factory, tiny_model_dir, human_file):
+    path = tmp_path_factory.mktemp("detector-data") / "data"
+    code = main([
+        "detector", "build-data", str(path), "--generator", str(tiny_model_dir), "--human-data", str(human_file),
+        "--validation-fraction", "0.5", "--count", "40", "--max-new-tokens", "60,150", "--min-chars", "30",
+        "--temperatures", "0.5,1.0", "--batch-size", "8", "--seed", "3",
+    ])
+    assert code == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector_dir(tmp_path_factory, tiny_model_dir, detector_data_dir):
+    path = tmp_path_factory.mktemp("detector") / "detector"
+    code = main([
+        "detector", "train", str(detector_data_dir), str(path), "--generator", str(tiny_model_dir),
+        "--max-steps", "40", "--batch-size", "8", "--min-chars", "20", "--max-chars", str(MAX_CHARS),
+    ])
+    assert code == 0
+    return path
+
+
+def test_built_data_is_balanced_with_settings_as_columns(detector_data_dir, human_file):
+    data = datasets.load_from_disk(str(detector_data_dir))
+    assert set(data) == {"train", "test"}
+    for split in data.values():
+        labels = split["label"]
+        assert labels.count(0) == labels.count(1) > 0
+    everything = datasets.concatenate_datasets([data["train"], data["test"]])
+    assert everything.features["label"].names == ["human", "machine"]
+    machine = everything.filter(lambda row: row["label"] == 1)
+    human = everything.filter(lambda row: row["label"] == 0)
+    assert set(machine["temperature"]) == {0.5, 1.0}
+    assert set(machine["max_new_tokens"]) <= {60, 150} and set(machine["top_k"]) <= {0, 20}
+    assert set(human["temperature"]) == {None} and None not in set(human["stars"])
+    assert all(row["length"] == len(row["text"]) >= 30 for row in everything)
+
+
+def test_human_reviews_come_only_from_the_held_out_part(detector_data_dir, human_file):
+    data = datasets.load_from_disk(str(detector_data_dir))
+    reviews = load_reviews(str(human_file), validation_fraction=0.5, seed=0)  # as the generator's training split it
+    human = {row["text"] for split in data.values() for row in split if row["label"] == 0}
+    assert human <= set(reviews.held_out["text"])
+    assert not human & (set(reviews.train["text"]) - set(reviews.held_out["text"]))
+
+
+def test_trained_detector_is_a_complete_model_directory(detector_dir):
+    names = {path.name for path in detector_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_charlstm.py", "configuration_charlstm.py",
+            "tokenization_charlstm.py", "vocab.json", "tokenizer_config.json", "detector_log.json"} <= names
+    assert "checkpoints" not in names and "training_args.bin" not in names
+    config = json.loads((detector_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "human", "1": "machine"}
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_charlstm.CharLSTMForSequenceClassification"
+    log = json.loads((detector_dir / "detector_log.json").read_text())
+    assert log["max_steps"] == 40 and set(log["test"]) >= {"roc_auc", "accuracy", "precision", "recall"}
+
+
+def test_detector_starts_from_the_generators_layers(detector_dir, tiny_model_dir, tiny_model):
+    """Same shapes as the generator; the untrained generator's random text is told apart after 40 steps."""
+    detector = Detector(detector_dir)
+    layers = detector.pipeline.model.model.layers
+    assert [layer.hidden_size for layer in layers] == [layer.hidden_size for layer in tiny_model.model.layers]
+
+
+def test_detector_separates_machine_from_human_better_than_chance(detector_dir, detector_data_dir):
+    data = datasets.load_from_disk(str(detector_data_dir))
+    figures = evaluate(Detector(detector_dir), data["test"])
+    assert figures["roc_auc"] >= 0.8
+    assert figures["accuracy"] > 0.6
+
+
+def test_pipeline_loads_the_detector(detector_dir):
+    classifier = pipeline("text-classification", model=str(detector_dir))
+    text = "The soup was salty but the waiter was lovely."
+    scores = {row["label"]: row["score"] for row in classifier(text, top_k=None)}
+    assert set(scores) == {"human", "machine"}
+    assert sum(scores.values()) == pytest.approx(1.0)
+    assert Detector(detector_dir).predict([text])[0].machine_probability == pytest.approx(scores["machine"], abs=1e-5)
+
+
+def test_empty_text_is_refused(detector_dir):
+    with pytest.raises(ValueError, match="empty"):
+        Detector(detector_dir).predict(["fine text", "  "])
+
+
+def test_over_long_text_is_judged_on_its_beginning(detector_dir):
+    detector = Detector(detector_dir)
+    text = " ".join(review_like_texts(3, seed=5)) * 3
+    assert len(text) > MAX_CHARS
+    long, beginning = detector.predict([text, text[:MAX_CHARS]])
+    assert long.truncated and long.characters_read == MAX_CHARS
+    assert not beginning.truncated
+    assert long.machine_probability == pytest.approx(beginning.machine_probability, abs=1e-5)
+
+
+def test_detect_command_prints_json(detector_dir, tmp_path, capsys):
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text(json.dumps({"text": "Great tacos."}) + "\n\n" + json.dumps({"text": "x" * 500}) + "\n")
+    assert main(["detect", "--file", str(reviews), "--detector", str(detector_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [row["truncated"] for row in out] == [False, True]
+    assert all(0.0 <= row["machine_probability"] <= 1.0 and row["label"] in {"human", "machine"} for row in out)
+
+
+def test_detect_command_notes_truncation(detector_dir, capsys):
+    assert main(["detect", "y" * 300, "--detector", str(detector_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "probability machine-written" in captured.out
+    assert f"first {MAX_CHARS} characters" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["detect", ""], "empty"),
+        (["detect", "   \n"], "empty"),
+        (["detect", "fine", "--detector", "{missing}"], "not a saved detector"),
+        (["detect", "--file", "{missing}"], "No such file"),
+        (["detect", "--file", "{bad_jsonl}"], "line 2"),
+        (["detect", "--file", "{empty_jsonl}"], "no reviews"),
+    ],
+)
+def test_detect_bad_input_exits_2_with_a_message(detector_dir, tmp_path, capsys, arguments, message):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n["not", "an", "object"]\n')
+    (tmp_path / "empty.jsonl").write_text("\n")
+    paths = {"missing": tmp_path / "missing", "bad_jsonl": tmp_path / "bad.jsonl", "empty_jsonl": tmp_path / "empty.jsonl"}
+    arguments = [argument.format(**paths) for argument in arguments]
+    if "--detector" not in arguments:
+        arguments += ["--detector", str(detector_dir)]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("charlstm detect: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_detect_needs_exactly_one_of_text_and_file(detector_dir, tmp_path):
+    for arguments in (["detect"], ["detect", "text", "--file", str(tmp_path / "f.txt")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(arguments + ["--detector", str(detector_dir)])
+        assert exit_info.value.code == 2
+
+
+def test_build_data_bad_input_exits_2(tiny_model_dir, human_file, tmp_path, capsys):
+    base = ["detector", "build-data", str(tmp_path / "out"), "--generator", str(tiny_model_dir)]
+    assert main(base) == 2
+    assert "--human-data" in capsys.readouterr().err  # the tiny generator has no training log naming its data
+    assert main(base + ["--human-data", str(human_file), "--count", "500"]) == 2
+    assert "500 were asked for" in capsys.readouterr().err
+
+
+def test_train_bad_input_exits_2(tiny_model_dir, detector_data_dir, tmp_path, capsys):
+    assert main(["detector", "train", str(tmp_path / "nothing"), str(tmp_path / "out"),
+                 "--generator", str(tiny_model_dir)]) == 2
+    assert main(["detector", "train", str(detector_data_dir), str(tmp_path / "out"),
+                 "--generator", str(tiny_model_dir), "--layers", "3"]) == 2
+    assert "--layers must be from 1 to 2" in capsys.readouterr().err
+
+
+def test_resume_skips_a_checkpoint_cut_off_mid_write(tmp_path):
+    for step, complete in ((10, True), (20, True), (30, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
+    assert last_complete_checkpoint(tmp_path / "none") is None
+
+
+def test_zero_shot_baseline_separates_low_temperature_text(detector_data_dir, tiny_model_dir):
+    """Text the generator sampled at temperature 0.5 is far more predictable to it than the human texts."""
+    data = datasets.load_from_disk(str(detector_data_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+    def labelled(split):
+        rows = [row for row in split if row["label"] == 0 or row["temperature"] == 0.5]
+        return statistics_of_texts(model, tokenizer, [row["text"] for row in rows]), [row["label"] for row in rows]
+
+    baseline = ZeroShotDetector.calibrate(*labelled(data["train"]))
+    statistics, labels = labelled(data["test"])
+    assert roc_auc(labels, [baseline.score(row) for row in statistics]) >= 0.9
+
+
+def test_zero_shot_is_two_sided():
+    """Machine text too predictable and too surprising, both against human text in the middle."""
+    human = [{"bits_per_character": 3.0 + 0.1 * i, "top1_share": 0.5, "top3_share": 0.7, "top10_share": 0.9}
+             for i in range(5)]
+    machine = [dict(human[0], bits_per_character=value) for value in (1.0, 1.5, 5.0, 5.5)]
+    baseline = ZeroShotDetector.calibrate(human + machine, [0] * 5 + [1] * 4)
+    assert baseline.statistic == "bits_per_character" and baseline.center == pytest.approx(3.2)
+    scores = [baseline.score(row) for row in human + machine]
+    assert threshold_metrics([0] * 5 + [1] * 4, scores, baseline.threshold)["accuracy"] == 1.0
+
+
+def test_roc_auc_counts_ties_as_half():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert roc_auc([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1]) == 0.0
+    assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.3, 0.3, 0.4]) == pytest.approx(0.875)
+    with pytest.raises(ValueError):
+        roc_auc([1, 1], [0.1, 0.2])
+
+
+def test_threshold_metrics_and_best_threshold():
+    labels, scores = [0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.6, 0.5, 0.7, 0.9]
+    assert threshold_metrics(labels, scores, 0.55) == {
+        "accuracy": pytest.approx(4 / 6), "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3)
+    }
+    best = best_threshold(labels, scores)
+    assert threshold_metrics(labels, scores, best)["accuracy"] == pytest.approx(5 / 6)
