@@ -1,0 +1,621 @@
+"""`charlstm train` and `charlstm eval`: train a character LSTM on reviews with `transformers.Trainer`, and measure
+held-out bits per character.
+
+The Trainer does the loop, checkpoints, resuming, mixed precision and DDP (`torchrun`/`accelerate launch`); this
+module adds what a char-level LM needs on top: packed data, bits per character, a wall-clock budget, the best
+checkpoint by held-out bpc, and a final directory that is ready for the Hub.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .cli import UsageError
+from .configuration_charlstm import CharLSTMConfig
+from .data import DEFAULT_DATASET, IGNORE_INDEX, build_tokenizer, load_reviews, pack_reviews
+from .modeling_charlstm import CharLSTMForCausalLM
+
+# Model sizes. `base` is the two-layer [1024, 512] model of the IBM "generate fake reviews" code pattern.
+PRESETS = {
+    "tiny": {"embedding_dim": 16, "hidden_sizes": [64]},
+    "small": {"embedding_dim": 64, "hidden_sizes": [512, 512]},
+    "base": {"embedding_dim": 64, "hidden_sizes": [1024, 512]},
+    "large": {"embedding_dim": 128, "hidden_sizes": [1536, 1536]},
+}
+
+TRAINING_LOG = "training_log.json"
+TRAINING_CURVES = "training_curves.png"
+# Files a finished or running training leaves in its output directory.
+RUN_MARKERS = (TRAINING_LOG, "config.json", "model.safetensors", "trainer_state.json")
+TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks a complete checkpoint
+
+# Sampling defaults saved as generation_config.json: temperature 0.8 keeps reviews coherent but varied.
+SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p": 0.95, "max_new_tokens": 600}
+
+LN2 = math.log(2.0)
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train a character LSTM on a review dataset",
+        description="Train a character-level LSTM on reviews with transformers.Trainer. Runs on CPU, on a GPU "
+        "(bf16/fp16) and on several GPUs or machines via `torchrun` or `accelerate launch` with no change.",
+    )
+    _add_data_arguments(train)
+    train.add_argument("--condition-on-stars", action="store_true",
+                       help="start each review with its star token, so generation can ask for a rating")
+    train.add_argument("--vocab-coverage", type=float, default=0.9999,
+                       help="share of training characters the vocabulary covers; the rest become <unk>")
+    model = train.add_argument_group("model")
+    model.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size (default: small)")
+    model.add_argument("--hidden-sizes", type=_positive_ints, help="LSTM sizes, one per layer, e.g. 1024,512")
+    model.add_argument("--embedding-dim", type=int, help="character embedding size (default: the preset's)")
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout after each LSTM layer")
+    loop = train.add_argument_group("optimisation")
+    loop.add_argument("--learning-rate", type=float, default=2e-3)
+    loop.add_argument("--lr-schedule", choices=["cosine", "linear", "constant"], default="cosine")
+    loop.add_argument("--warmup-steps", type=int, default=0)
+    loop.add_argument("--weight-decay", type=float, default=0.0)
+    loop.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (0 = off)")
+    loop.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    loop.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    loop.add_argument("--epochs", type=float, help="passes over the training blocks (default 1, or unlimited "
+                      "with --max-minutes)")
+    loop.add_argument("--max-minutes", type=float, help="wall-clock budget; the learning-rate schedule follows it")
+    loop.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                      help="auto: bf16 (or fp16) on a GPU, fp32 on CPU")
+    run = train.add_argument_group("run")
+    run.add_argument("--output-dir", required=True, help="checkpoints, then the final model directory")
+    run.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="start over in an --output-dir that holds a run")
+    run.add_argument("--eval-steps", type=int, default=500, help="evaluate and checkpoint every N steps")
+    run.add_argument("--logging-steps", type=int, default=50)
+    run.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (the best one is never "
+                     "deleted)")
+    run.add_argument("--num-proc", type=int, default=None, help="processes for data preparation")
+    train.set_defaults(func=run_train)
+
+    evaluate = subparsers.add_parser(
+        "eval",
+        help="bits per character of a model on a dataset, overall and per star rating",
+        description="Bits per character of a model on held-out reviews, overall and per star rating. Defaults "
+        "for the data options come from the model's training_log.json, so the held-out part is the one it "
+        "was trained without.",
+    )
+    evaluate.add_argument("--model", required=True, help="a model directory or Hub id")
+    _add_data_arguments(evaluate, from_training_log=True)
+    evaluate.add_argument("--max-reviews", type=int, help="evaluate only the first N reviews of the split")
+    evaluate.add_argument("--num-proc", type=int, default=None)
+    evaluate.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    evaluate.set_defaults(func=run_eval)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, from_training_log: bool = False) -> None:
+    """Options `train` and `eval` share; for `eval`, None means: take it from the model's training log."""
+    def default(value):
+        return None if from_training_log else value
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default=default(DEFAULT_DATASET),
+                      help=f"Hub dataset id or local .jsonl/.json/.csv/.parquet/.txt file or saved dataset directory "
+                      f"(default: {DEFAULT_DATASET})")
+    data.add_argument("--text-column", default=default("text"))
+    data.add_argument("--label-column", default=None,
+                      help="star rating column (default: 'stars' or 'label'); 1-5, or 0-4 as the Hub Yelp set")
+    data.add_argument("--eval-split", default=None,
+                      help="held-out split name (default: the dataset's validation/test split, else a fraction)")
+    data.add_argument("--validation-fraction", type=float, default=default(0.05),
+                      help="share of the train split held out when the dataset has no held-out split")
+    data.add_argument("--seed", type=int, default=default(0), help="seed for the held-out part, init and order")
+    data.add_argument("--seq-len", type=int, default=default(256), help="characters per training block")
+    data.add_argument("--batch-size", type=int, default=default(32), help="blocks per step (per device)")
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return sizes
+
+
+# --- bits per character -------------------------------------------------------------------------------------------
+
+
+def summed_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """
+    Per block: [summed negative log-likelihood in nats, number of predicted characters]. The Trainer's own
+    eval loss is a mean of batch means; summing first makes bpc exact when blocks hold different counts.
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels.long(), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    return torch.stack([nll.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1).float()], dim=1)
+
+
+def bits_per_character(prediction) -> dict[str, float]:
+    """`compute_metrics` for the Trainer: held-out bits per character (nats per character / ln 2)."""
+    totals = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 2).sum(axis=0)
+    return {"bpc": float(totals[0] / max(totals[1], 1.0) / LN2), "characters": int(totals[1])}
+
+
+# --- wall-clock budget --------------------------------------------------------------------------------------------
+
+
+class WallClockBudget(TrainerCallback, ExportableState):
+    """
+    Stops training after `max_minutes` of training time, with a last evaluation and checkpoint. Time already spent
+    before a resume travels in the checkpoint. Under DDP every process takes the slowest clock, so all stop at the
+    same step and use the same learning rate.
+    """
+
+    def __init__(self, max_minutes: float, elapsed_seconds: float = 0.0):
+        self.max_minutes = max_minutes
+        self.elapsed_seconds = elapsed_seconds
+        self._session_start = None
+        self._before_session = elapsed_seconds
+
+    def state(self) -> dict:
+        return {"args": {"max_minutes": self.max_minutes}, "attributes": {"elapsed_seconds": self.elapsed_seconds}}
+
+    @property
+    def fraction(self) -> float:
+        return min(self.elapsed_seconds / (60.0 * self.max_minutes), 1.0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._before_session = self.elapsed_seconds
+        self._session_start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = torch.tensor(self._before_session + time.monotonic() - self._session_start, dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
+        self.elapsed_seconds = float(elapsed)
+        if self.fraction >= 1.0:
+            control.should_training_stop = True
+            control.should_evaluate = True
+            control.should_save = True
+        return control
+
+
+class CharLSTMTrainer(Trainer):
+    """A Trainer whose learning-rate schedule runs on max(steps done, budget used) when a time budget is set."""
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is not None or self._budget() is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        shape = self.args.lr_scheduler_type.value if hasattr(self.args.lr_scheduler_type, "value") else str(
+            self.args.lr_scheduler_type
+        )
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            budget = self._budget()  # looked up each time: resuming replaces the callback object
+            progress = max(step / max(num_training_steps, 1), budget.fraction if budget else 0.0)
+            if shape == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+            if shape == "linear":
+                return max(1.0 - progress, 0.0)
+            return 1.0
+
+        self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
+        return self.lr_scheduler
+
+    def _budget(self) -> WallClockBudget | None:
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, WallClockBudget)), None)
+
+
+def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max_minutes=None, callbacks=()):
+    """The Trainer every command and benchmark uses, so they all measure the same loop."""
+    budget = [WallClockBudget(max_minutes)] if max_minutes else []
+    return CharLSTMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_blocks,
+        eval_dataset=eval_blocks,
+        processing_class=tokenizer,
+        compute_metrics=bits_per_character,
+        preprocess_logits_for_metrics=summed_nll,
+        callbacks=[*budget, *callbacks],
+    )
+
+
+def evaluate_bpc(trainer, reviews, tokenizer, seq_len, condition_on_stars, num_proc=None) -> dict:
+    """Held-out bpc overall and, when the reviews have star ratings, per rating (each rating packed on its own)."""
+    blocks = pack_reviews(reviews, tokenizer, seq_len, condition_on_stars, num_proc, desc="packing held-out")
+    overall = trainer.evaluate(blocks, metric_key_prefix="final")
+    per_star = None
+    if "stars" in reviews.column_names:
+        per_star = {}
+        stars = np.asarray(reviews["stars"])
+        for rating in range(1, 6):
+            subset = reviews.select(np.flatnonzero(stars == rating))
+            if len(subset) == 0:
+                continue
+            packed = pack_reviews(subset, tokenizer, seq_len, condition_on_stars, num_proc, desc=f"packing {rating}*")
+            per_star[str(rating)] = trainer.evaluate(packed, metric_key_prefix=f"final_{rating}star")[
+                f"final_{rating}star_bpc"
+            ]
+    return {
+        "eval_bpc": overall["final_bpc"],
+        "eval_characters": overall["final_characters"],
+        "eval_reviews": len(reviews),
+        "eval_bpc_per_star": per_star,
+    }
+
+
+# --- charlstm train -----------------------------------------------------------------------------------------------
+
+
+def run_train(args) -> int:
+    _check_train_arguments(args)
+    checkpoint = _prepare_output_dir(args)
+    training_args = _training_arguments(args)
+    started = time.time()
+
+    with training_args.main_process_first(local=False, desc="preparing data"):
+        reviews = load_reviews(
+            args.dataset, args.text_column, args.label_column, need_stars=args.condition_on_stars,
+            held_out_split=args.eval_split, validation_fraction=args.validation_fraction, seed=args.seed,
+        )
+        # A resumed run keeps the vocabulary and model shape of its checkpoint.
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else build_tokenizer(
+            reviews, args.vocab_coverage
+        )
+        train_blocks = pack_reviews(reviews.train, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
+                                    desc="packing train")
+        eval_blocks = pack_reviews(reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
+                                   desc="packing held-out")
+    model = _new_model(args, tokenizer, checkpoint)
+
+    trainer = make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, args.max_minutes)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    # load_best_model_at_end has put the best checkpoint's weights back in place.
+    final = evaluate_bpc(trainer, reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc)
+
+    if trainer.is_world_process_zero():
+        model = trainer.model
+        model.config.use_cache = True  # Trainer turns it off for training; generation wants it on
+        model.generation_config = GenerationConfig(
+            **SAMPLING_DEFAULTS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        trainer.save_model(args.output_dir)
+        log = _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, time.time() - started)
+        _write_json(os.path.join(args.output_dir, TRAINING_LOG), log)
+        plot_training_curves(log, os.path.join(args.output_dir, TRAINING_CURVES))
+        print(f"held-out bpc {final['eval_bpc']:.4f} after {trainer.state.global_step} steps; "
+              f"model saved to {args.output_dir}")
+    return 0
+
+
+def _check_train_arguments(args) -> None:
+    positive = {"--seq-len": args.seq_len, "--batch-size": args.batch_size, "--eval-steps": args.eval_steps,
+                "--logging-steps": args.logging_steps, "--gradient-accumulation-steps": args.gradient_accumulation_steps}
+    for name, value in positive.items():
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    for name, value in {"--max-steps": args.max_steps, "--epochs": args.epochs, "--max-minutes": args.max_minutes,
+                        "--learning-rate": args.learning_rate}.items():
+        if value is not None and value <= 0:
+            raise UsageError(f"{name} must be positive, got {value}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: continue the run, or start over")
+    if not 0.0 < args.vocab_coverage <= 1.0:
+        raise UsageError(f"--vocab-coverage must be in (0, 1], got {args.vocab_coverage}")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
+
+
+def _prepare_output_dir(args) -> str | None:
+    """Refuses to mix two runs in one directory; returns the checkpoint to resume from, if any."""
+    output = args.output_dir
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output-dir {output!r} is a file")
+    checkpoints = _checkpoints(output)
+    holds_run = bool(checkpoints) or any(os.path.exists(os.path.join(output, name)) for name in RUN_MARKERS)
+    if args.resume:
+        complete = [path for path in checkpoints if os.path.isfile(os.path.join(path, TRAINER_STATE))]
+        if not complete:
+            raise UsageError(f"nothing to resume in {output!r}: it holds no complete checkpoint")
+        # A checkpoint without its trainer state was cut off while being written: never resume from it.
+        if _is_main_process():
+            for path in checkpoints:
+                if path not in complete:
+                    shutil.rmtree(path, ignore_errors=True)
+        return complete[-1]
+    if holds_run and not args.overwrite:
+        raise UsageError(f"--output-dir {output!r} holds another run; pass --resume to continue it or --overwrite "
+                         "to start over")
+    if holds_run and _is_main_process():
+        for path in checkpoints:
+            shutil.rmtree(path)
+        for name in RUN_MARKERS:
+            if os.path.exists(os.path.join(output, name)):
+                os.remove(os.path.join(output, name))
+    return None
+
+
+def _checkpoints(output: str) -> list[str]:
+    """Checkpoint directories in step order."""
+    if not os.path.isdir(output):
+        return []
+    paths = [os.path.join(output, name) for name in os.listdir(output)]
+    return sorted((path for path in paths if os.path.isdir(path) and _checkpoint_step(path) is not None),
+                  key=_checkpoint_step)
+
+
+def _checkpoint_step(path: str) -> int | None:
+    name = os.path.basename(path)
+    step = name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+    return int(step) if step != name and step.isdigit() else None
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _training_arguments(args) -> TrainingArguments:
+    precision = args.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if torch.cuda.is_available() else "fp32"
+    if args.max_steps:
+        length = {"max_steps": args.max_steps}
+    else:
+        # With only a time budget, the budget ends the run; the epoch count just has to be out of reach.
+        length = {"num_train_epochs": args.epochs or (10_000 if args.max_minutes else 1)}
+    return TrainingArguments(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        **length,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        seed=args.seed,
+        data_seed=args.seed,
+        eval_strategy="steps",
+        eval_steps=args.eval_steps,
+        save_strategy="steps",
+        save_steps=args.eval_steps,
+        save_total_limit=args.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="bpc",
+        greater_is_better=False,
+        logging_steps=args.logging_steps,
+        report_to="none",
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # On a machine with no accelerator, say so: only then does `torchrun` get DDP over gloo between CPU
+        # processes (otherwise each process would train alone).
+        use_cpu=torch.accelerator.current_accelerator() is None,
+    )
+
+
+def _new_model(args, tokenizer, checkpoint: str | None) -> CharLSTMForCausalLM:
+    if checkpoint:
+        # The Trainer loads the checkpoint's weights; the shape must be the checkpoint's, whatever the flags say.
+        config = CharLSTMConfig.from_pretrained(checkpoint)
+    else:
+        preset = PRESETS[args.preset]
+        config = CharLSTMConfig(
+            vocab_size=len(tokenizer),
+            embedding_dim=args.embedding_dim or preset["embedding_dim"],
+            hidden_sizes=args.hidden_sizes or preset["hidden_sizes"],
+            dropout=args.dropout,
+            conditioned_on_stars=args.condition_on_stars,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    torch.manual_seed(args.seed)
+    return CharLSTMForCausalLM(config)
+
+
+def _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, seconds) -> dict:
+    state = trainer.state
+    world = trainer.args.world_size
+    characters_seen = state.global_step * args.batch_size * world * args.gradient_accumulation_steps * args.seq_len
+    runtime = result.metrics.get("train_runtime") or 0.0
+    return {
+        "dataset": args.dataset,
+        "text_column": args.text_column,
+        "label_column": reviews.label_column,
+        "conditioned_on_stars": bool(args.condition_on_stars),
+        "hidden_sizes": list(model.config.hidden_sizes),
+        "embedding_dim": model.config.embedding_dim,
+        "dropout": model.config.dropout,
+        "num_parameters": model.num_parameters(),
+        "vocab_size": len(tokenizer),
+        "vocab_coverage": args.vocab_coverage,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "world_size": world,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "learning_rate": args.learning_rate,
+        "lr_schedule": args.lr_schedule,
+        "warmup_steps": args.warmup_steps,
+        "max_grad_norm": args.max_grad_norm,
+        "max_steps": args.max_steps,
+        "epochs": args.epochs,
+        "max_minutes": args.max_minutes,
+        "seed": args.seed,
+        "eval_split": args.eval_split,
+        "validation_fraction": args.validation_fraction,
+        "train_characters": sum(len(text) for text in reviews.train["text"]),
+        "train_reviews": len(reviews.train),
+        "eval_reviews": len(reviews.held_out),
+        "steps": state.global_step,
+        "characters_seen": characters_seen,
+        "epochs_done": state.epoch,
+        "train_minutes": round(runtime / 60.0, 2),
+        "characters_per_second": round(characters_seen / runtime, 1) if runtime else None,
+        "wall_minutes": round(seconds / 60.0, 2),
+        "device": _device_name(trainer.args.device, world),
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        "best_checkpoint_step": state.best_global_step,
+        "resumed_from_step": _checkpoint_step(checkpoint) if checkpoint else None,
+        "history": _history(state.log_history),
+        "final": final,
+        "versions": {"torch": torch.__version__, "transformers": sys.modules["transformers"].__version__},
+    }
+
+
+def _device_name(device: torch.device, world: int) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return f"{world} x {name}" if world > 1 else name
+
+
+def _history(log_history: list[dict]) -> list[dict]:
+    """One entry per logged step: training loss (nats) and held-out bpc where measured."""
+    by_step = {}
+    for entry in log_history:
+        if "loss" not in entry and "eval_bpc" not in entry:
+            continue
+        row = by_step.setdefault(entry["step"], {"step": entry["step"], "epoch": round(entry.get("epoch", 0.0), 4)})
+        if "loss" in entry:
+            row["loss"] = entry["loss"]
+        if "eval_bpc" in entry:
+            row["eval_bpc"] = entry["eval_bpc"]
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def plot_training_curves(log: dict, path: str) -> None:
+    """Training loss and held-out bpc against steps, both in bits per character, for the model card."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    history = log["history"]
+    train = [(row["step"], row["loss"] / LN2) for row in history if "loss" in row]
+    held_out = [(row["step"], row["eval_bpc"]) for row in history if "eval_bpc" in row]
+    figure, axes = pyplot.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        axes.plot(*zip(*train), label="training (bits per character)", color="tab:blue", alpha=0.7)
+    if held_out:
+        axes.plot(*zip(*held_out), "o-", label="held-out bpc", color="tab:orange")
+    axes.set_xlabel("optimiser step")
+    axes.set_ylabel("bits per character")
+    sizes = "x".join(str(size) for size in log["hidden_sizes"])
+    axes.set_title(f"char-LSTM [{sizes}] on {os.path.basename(log['dataset'])}")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    pyplot.close(figure)
+
+
+def _write_json(path: str, value) -> None:
+    """Atomic: a reader never sees half a file."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(temporary, path)
+
+
+# --- charlstm eval ------------------------------------------------------------------------------------------------
+
+
+def run_eval(args) -> int:
+    model, tokenizer, log = _load_for_eval(args.model)
+    _fill_from_training_log(args, log)
+    conditioned = bool(model.config.conditioned_on_stars)
+    reviews = load_reviews(
+        args.dataset, args.text_column, args.label_column, need_stars=conditioned,
+        held_out_split=args.eval_split, validation_fraction=args.validation_fraction, seed=args.seed,
+    )
+    chosen = reviews.held_out
+    if args.max_reviews is not None:
+        if args.max_reviews < 1:
+            raise UsageError(f"--max-reviews must be at least 1, got {args.max_reviews}")
+        chosen = chosen.select(range(min(args.max_reviews, len(chosen))))
+    if args.seq_len < 1 or args.batch_size < 1:
+        raise UsageError("--seq-len and --batch-size must be at least 1")
+
+    trainer = CharLSTMTrainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=os.path.join(os.path.expanduser("~"), ".cache", "charlstm", "eval"),
+            per_device_eval_batch_size=args.batch_size, report_to="none", disable_tqdm=True,
+        ),
+        processing_class=tokenizer,
+        compute_metrics=bits_per_character,
+        preprocess_logits_for_metrics=summed_nll,
+    )
+    result = evaluate_bpc(trainer, chosen, tokenizer, args.seq_len, conditioned, args.num_proc)
+    split = args.eval_split or f"held-out {args.validation_fraction:g} of train, seed {args.seed}"
+    report = {"model": args.model, "dataset": args.dataset, "split": split, "seq_len": args.seq_len, **result}
+    _print_eval(report)
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def _load_for_eval(model_id: str):
+    if not os.path.isdir(model_id) and (os.path.exists(model_id) or model_id.startswith((".", "/", "~"))):
+        raise UsageError(f"no model directory at {model_id!r}")
+    try:
+        # float32 whatever the storage: half-precision LSTMs are slow or unsupported on CPU.
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    except OSError as error:
+        raise UsageError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
+    if not isinstance(model, CharLSTMForCausalLM):
+        raise UsageError(f"{model_id!r} is a {type(model).__name__}, not a charlstm language model")
+    log = None
+    if os.path.isfile(os.path.join(model_id, TRAINING_LOG)):
+        with open(os.path.join(model_id, TRAINING_LOG), encoding="utf-8") as handle:
+            log = json.load(handle)
+    return model.eval(), tokenizer, log
+
+
+def _fill_from_training_log(args, log: dict | None) -> None:
+    """Unset data options take the training run's values: same held-out reviews, same block length."""
+    fallbacks = {"dataset": DEFAULT_DATASET, "text_column": "text", "validation_fraction": 0.05, "seed": 0,
+                 "seq_len": 256, "batch_size": 32}
+    for name, fallback in fallbacks.items():
+        if getattr(args, name) is None:
+            setattr(args, name, (log or {}).get(name, fallback))
+    for name in ("label_column", "eval_split"):
+        if getattr(args, name) is None and log:
+            setattr(args, name, log.get(name))
+
+
+def _print_eval(report: dict) -> None:
+    print(f"{report['model']} on {report['dataset']} ({report['split']}, {report['eval_reviews']} reviews, "
+          f"{report['eval_characters']} characters predicted)")
+    print(f"bits per character: {report['eval_bpc']:.4f}")
+    for rating, bpc in (report["eval_bpc_per_star"] or {}).items():
+        print(f"  {rating} star{'s' if rating != '1' else ''}: {bpc:.4f}")
