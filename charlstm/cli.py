@@ -10,6 +10,7 @@ COMMAND_MODULES = [
     "charlstm.generation",
     "charlstm.detection",
     "charlstm.hub",
+    "charlstm.model_card",
 ]
 
 

@@ -16,10 +16,14 @@ def _free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
-HUB_PORT = _free_loopback_port()
+# Tests that `from tests.conftest import ...` run this module a second time: keep the first run's port and home.
+if "CHARLSTM_TEST_HUB_PORT" not in os.environ:
+    os.environ["CHARLSTM_TEST_HUB_PORT"] = str(_free_loopback_port())
+    os.environ["CHARLSTM_TEST_HF_HOME"] = tempfile.mkdtemp(prefix="charlstm-test-hf-home-")
+    atexit.register(shutil.rmtree, os.environ["CHARLSTM_TEST_HF_HOME"], ignore_errors=True)
+HUB_PORT = int(os.environ["CHARLSTM_TEST_HUB_PORT"])
 HUB_TOKEN = "hf_hubserver_test_token"
-_HF_HOME = tempfile.mkdtemp(prefix="charlstm-test-hf-home-")
-atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+_HF_HOME = os.environ["CHARLSTM_TEST_HF_HOME"]
 os.environ.update(
     HF_ENDPOINT=f"http://127.0.0.1:{HUB_PORT}",
     HF_HUB_DISABLE_XET="1",  # else uploads go through Xet, which the test server does not speak

@@ -1,0 +1,338 @@
+"""The Hub model card (README.md) of a saved generator or detector, filled in from the run's own log.
+
+The templates are the project's top-level `model_card.md` (generator) and `detector_card.md` (detector). The YAML
+metadata is built with huggingface_hub's `ModelCardData`, and the body rendered with `ModelCard.from_template`
+(Jinja), so the front matter is always valid YAML the Hub understands (model-index included). Every figure comes
+from `training_log.json` / `detector_log.json`; one that a run did not record is shown as "not measured" rather
+than failing the render.
+"""
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GENERATOR_TEMPLATE = PROJECT_ROOT / "model_card.md"
+DETECTOR_TEMPLATE = PROJECT_ROOT / "detector_card.md"
+TRAINING_LOG = "training_log.json"  # written by `charlstm train`
+TRAINING_CURVES = "training_curves.png"  # written by `charlstm train`
+DETECTOR_LOG = "detector_log.json"  # written by `charlstm detector train`
+DETECTOR_ARCHITECTURE = "CharLSTMForSequenceClassification"
+LICENSE = "apache-2.0"  # the project's licence (pyproject.toml); the card states the training data's terms
+YELP_TERMS = "the Yelp Dataset Terms of Use (academic, non-commercial use)"
+NOT_MEASURED = "not measured"
+SAMPLE_SEED = 0
+SAMPLE_CHARACTERS = 400
+WIDGET_PROMPTS = ((5, "The tacos here are"), (1, "We waited forty minutes and"))
+# Texts of our own for the detector's widget; the detector scores them when the card is rendered.
+DETECTOR_EXAMPLES = (
+    "Came in for a late lunch on a Tuesday. The pho broth was rich and the herbs were fresh, but the spring rolls "
+    "were a little soggy. Friendly service, fair prices, easy parking. I would come back for the soup.",
+    "The food was great and the service was great. The staff was very friendly and the food was very good. I will "
+    "definitely be back again. The food was great and the service was great.",
+)
+
+
+def is_detector(model_dir: str | os.PathLike) -> bool:
+    """A detector is a saved sequence classifier; anything else in this project is a generator."""
+    config = _read_json(Path(model_dir) / "config.json") or {}
+    return DETECTOR_ARCHITECTURE in (config.get("architectures") or [])
+
+
+def render_model_card(
+    model_dir: str | os.PathLike,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    *,
+    samples: dict[int | None, str] | None = None,
+    dataset_id: str | None = None,
+    detector_id: str | None = None,
+) -> str:
+    """
+    The README.md for the generator or detector saved in `model_dir`. `repo_id` and `revision` fill the loading
+    instructions (placeholders when not known yet). Generator only: `samples` maps a star rating (None for an
+    unconditioned model) to a sample review; by default they are generated now with a fixed seed. `dataset_id` is
+    the Hub dataset for the metadata when the training log names a local file; `detector_id` is linked from the
+    section on misuse.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a saved model directory (no config.json)")
+    if is_detector(model_dir):
+        return _render_detector_card(model_dir, repo_id, revision)
+    return _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, detector_id)
+
+
+def generate_samples(model_dir: str | os.PathLike, requests: list[tuple[int | None, str]],
+                     max_new_tokens: int = SAMPLE_CHARACTERS, seed: int = SAMPLE_SEED) -> list[str]:
+    """
+    One review for each (star rating or None, start of the review) request, written through `charlstm.generation`
+    with the model's own sampling defaults and a fixed seed, so `charlstm generate --stars N --seed 0` with the
+    same settings reproduces them.
+    """
+    from .generation import GenerationSettings, check_settings, load_generator
+
+    generator = load_generator(model_dir)
+    sampling = sampling_defaults(model_dir)
+    return [
+        generator.generate(check_settings(GenerationSettings(
+            prompt=prompt, stars=stars, max_new_tokens=max_new_tokens, seed=seed, **sampling
+        )))[0]
+        for stars, prompt in requests
+    ]
+
+
+def sampling_defaults(model_dir: str | os.PathLike) -> dict:
+    """temperature, top_k, top_p from the model's generation_config.json (the library's defaults without one)."""
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(model_dir)
+    except OSError:
+        config = GenerationConfig()
+    return {"temperature": config.temperature or 1.0, "top_k": config.top_k or 0, "top_p": config.top_p or 1.0}
+
+
+def _sampling_description(model_dir: Path) -> str:
+    sampling = sampling_defaults(model_dir)
+    return (f"seed {SAMPLE_SEED}, temperature {sampling['temperature']}, top-k {sampling['top_k'] or 'off'}, "
+            f"top-p {sampling['top_p']}, at most {SAMPLE_CHARACTERS} characters")
+
+
+def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, detector_id) -> str:
+    log = _read_json(model_dir / TRAINING_LOG) or {}
+    config = _read_json(model_dir / "config.json")
+    final = log.get("final") or {}
+    conditioned = bool(config.get("conditioned_on_stars", log.get("conditioned_on_stars", False)))
+    widget_prompts = {stars if conditioned else None: prompt for stars, prompt in WIDGET_PROMPTS}
+    sample_ratings = [] if samples is not None else list(range(1, 6)) if conditioned else [None]
+    texts = generate_samples(model_dir, [(stars, "") for stars in sample_ratings] + list(widget_prompts.items()))
+    if samples is None:
+        samples = dict(zip(sample_ratings, texts))
+    widget_outputs = dict(zip(widget_prompts, texts[len(sample_ratings):]))
+    dataset_id = dataset_id or _hub_dataset_id(log.get("dataset"))
+    title = _title(model_dir, repo_id)
+    eval_bpc = final.get("eval_bpc")
+    eval_results = None
+    if isinstance(eval_bpc, (int, float)):
+        eval_results = [EvalResult(
+            task_type="text-generation", dataset_type=dataset_id or _dataset_name(log.get("dataset")),
+            dataset_name=f"{_dataset_name(log.get('dataset'))} (held-out reviews)", dataset_split="held-out",
+            metric_type="bpc", metric_name="bits per character", metric_value=round(eval_bpc, 4),
+        )]
+    card_data = ModelCardData(
+        language="en", license=LICENSE, library_name="transformers", pipeline_tag="text-generation",
+        tags=["custom_code", "charlstm", "lstm", "character-level", "reviews"],
+        datasets=[dataset_id] if dataset_id else None, metrics=["bpc"], model_name=title, eval_results=eval_results,
+        widget=[{"text": _prompt_text(stars, prompt), "example_title": _sample_label(stars),
+                 "output": {"text": widget_outputs[stars]}} for stars, prompt in widget_prompts.items()],
+    )
+    vocab_size = log.get("vocab_size") or config.get("vocab_size")
+    per_star = final.get("eval_bpc_per_star") or {}
+    context = dict(
+        title=title,
+        repo_id=repo_id or "NAMESPACE/NAME",
+        revision=revision or "COMMIT_ID",
+        revision_known=revision is not None,
+        conditioned_on_stars=conditioned,
+        dataset=_dataset_description(log.get("dataset"), dataset_id),
+        train_reviews=_figure(log.get("train_reviews"), "{:,}"),
+        eval_reviews=_figure(log.get("eval_reviews"), "{:,}"),
+        train_characters=_figure(log.get("train_characters"), "{:,}"),
+        vocab_size=_figure(vocab_size, "{:,}"),
+        hidden_sizes=" x ".join(str(size) for size in log.get("hidden_sizes") or config.get("hidden_sizes") or [])
+        or NOT_MEASURED,
+        embedding_dim=_figure(log.get("embedding_dim") or config.get("embedding_dim"), "{:,}"),
+        num_parameters=_figure(log.get("num_parameters"), "{:,}"),
+        weights_size=_weights_size(model_dir),
+        seq_len=_figure(log.get("seq_len"), "{:,}"),
+        batch_size=_figure(log.get("batch_size"), "{:,}"),
+        train_minutes=_figure(log.get("train_minutes"), "{:,.1f}"),
+        device=log.get("device") or NOT_MEASURED,
+        uniform_bpc=_figure(math.log2(vocab_size) if vocab_size else None, "{:.2f}"),
+        eval_bpc=_figure(eval_bpc, "{:.4f}"),
+        bpc_per_star=[{"label": _sample_label(stars), "bpc": _figure(per_star.get(str(stars)), "{:.4f}")}
+                      for stars in range(1, 6)] if conditioned else [],
+        data_terms=YELP_TERMS if _is_yelp(log.get("dataset"), dataset_id) else "the terms of its training data",
+        curves_file=TRAINING_CURVES if (model_dir / TRAINING_CURVES).is_file() else None,
+        sample_settings=_sampling_description(model_dir),
+        samples=[{"label": _sample_label(stars), "block": _fenced(text)} for stars, text in samples.items()],
+        prompt_example=_prompt_text(5 if conditioned else None, "The tacos were"),
+        detector_pointer=_detector_pointer(detector_id),
+    )
+    return _render(GENERATOR_TEMPLATE, card_data, context)
+
+
+def _render_detector_card(model_dir, repo_id, revision) -> str:
+    from transformers import pipeline
+
+    log = _read_json(model_dir / DETECTOR_LOG) or {}
+    config = _read_json(model_dir / "config.json")
+    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
+    test = log.get("test") or {}
+    title = _title(model_dir, repo_id)
+    classifier = pipeline("text-classification", model=str(model_dir), device="cpu")
+    widget = [{"text": text, "example_title": f"example {number}",
+               "output": [{"label": score["label"], "score": round(score["score"], 3)}
+                          for score in classifier(text, top_k=None, truncation=True)]}
+              for number, text in enumerate(DETECTOR_EXAMPLES, start=1)]
+    metrics = {name: test.get(name) for name in ("roc_auc", "accuracy", "precision", "recall")}
+    eval_results = [EvalResult(
+        task_type="text-classification", dataset_type="charlstm-detector-data", dataset_name="charlstm detector data "
+        "(held-out texts)", dataset_split="test", metric_type=name, metric_value=round(value, 4),
+    ) for name, value in metrics.items() if isinstance(value, (int, float))] or None
+    card_data = ModelCardData(
+        language="en", license=LICENSE, library_name="transformers", pipeline_tag="text-classification",
+        tags=["custom_code", "charlstm", "lstm", "character-level", "fake-review-detection"],
+        metrics=list(metrics), model_name=title, eval_results=eval_results, widget=widget,
+    )
+    crop = log.get("crop_chars")
+    seconds = log.get("train_seconds")
+    max_length = tokenizer_config.get("model_max_length")
+    context = dict(
+        title=title,
+        repo_id=repo_id or "NAMESPACE/NAME",
+        revision=revision or "COMMIT_ID",
+        revision_known=revision is not None,
+        generator=Path(log["generator"]).name if log.get("generator") else NOT_MEASURED,
+        train_texts=_figure(log.get("train_texts"), "{:,}"),
+        crop_chars=f"{crop[0]}-{crop[1]} characters" if isinstance(crop, list) and len(crop) == 2 else NOT_MEASURED,
+        max_steps=_figure(log.get("max_steps"), "{:,}"),
+        batch_size=_figure(log.get("batch_size"), "{:,}"),
+        hidden_sizes=" x ".join(str(size) for size in config.get("hidden_sizes") or []) or NOT_MEASURED,
+        num_parameters=_figure(_parameter_count(model_dir), "{:,}"),
+        train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes"),
+        max_characters=_figure(max_length - 1 if isinstance(max_length, int) and max_length < 10**6 else None, "{:,}"),
+        test_texts=_figure(test.get("texts"), "{:,}"),
+        **{name: _figure(value, "{:.4f}") for name, value in metrics.items()},
+    )
+    return _render(DETECTOR_TEMPLATE, card_data, context)
+
+
+def _render(template: Path, card_data: ModelCardData, context: dict) -> str:
+    if not template.is_file():
+        raise FileNotFoundError(f"the model card template {template} is missing: it ships with the project source")
+    return str(ModelCard.from_template(card_data, template_path=str(template), **context))
+
+
+def _figure(value, spec: str) -> str:
+    """A number formatted for the card, or "not measured" when the run did not record it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return NOT_MEASURED
+    return spec.format(value)
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when the file is missing or not a JSON object (a card still renders)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _title(model_dir: Path, repo_id: str | None) -> str:
+    return (repo_id or model_dir.resolve().name).split("/")[-1]
+
+
+def _hub_dataset_id(dataset: str | None) -> str | None:
+    """The training log's dataset when it is a Hub id (`namespace/name`), not a local file or directory."""
+    if not dataset or os.path.exists(dataset) or os.path.isabs(dataset) or dataset.startswith("."):
+        return None
+    return dataset if re.fullmatch(r"[\w.-]+/[\w.-]+", dataset) else None
+
+
+def _dataset_name(dataset: str | None) -> str:
+    return Path(dataset).stem if dataset else "reviews"
+
+
+def _is_yelp(dataset: str | None, dataset_id: str | None) -> bool:
+    return "yelp" in f"{dataset} {dataset_id}".lower()
+
+
+def _dataset_description(dataset: str | None, dataset_id: str | None) -> str:
+    if dataset_id:
+        return f"[{dataset_id}](https://huggingface.co/datasets/{dataset_id})"
+    if dataset and _is_yelp(dataset, None):
+        return (f"`{Path(dataset).name}`, real Yelp reviews with their star ratings (Yelp Open Dataset samples and "
+                "public restaurant pages, 2005-2022); the data is not published with the model")
+    if dataset:
+        return f"`{Path(dataset).name}`, a local file; the data is not published with the model"
+    return NOT_MEASURED
+
+
+def _weights_size(model_dir: Path) -> str:
+    sizes = [path.stat().st_size for path in model_dir.glob("*.safetensors")]
+    return f"{sum(sizes) / 1e6:.1f} MB (safetensors)" if sizes else NOT_MEASURED
+
+
+def _parameter_count(model_dir: Path) -> int | None:
+    from safetensors import safe_open
+
+    paths = sorted(model_dir.glob("*.safetensors"))
+    if not paths:
+        return None
+    total = 0
+    for path in paths:
+        with safe_open(str(path), framework="pt") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+    return total
+
+
+def _prompt_text(stars: int | None, prompt: str) -> str:
+    """What a user types to ask for `stars`: the tokenizer reads a written star token as that token."""
+    return f"<{stars}star>{prompt}" if stars else prompt
+
+
+def _sample_label(stars: int | None) -> str:
+    return f"{stars} star{'s' if stars != 1 else ''}" if stars else "no rating asked for"
+
+
+def _fenced(text: str) -> str:
+    """`text` as a Markdown code block whose fence no run of backticks inside it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _detector_pointer(detector_id: str | None) -> str:
+    if detector_id:
+        return (f"A detector trained against this generator is published as [{detector_id}]"
+                f"(https://huggingface.co/{detector_id}): it tells its reviews from human ones.")
+    return ("The charlstm project ships a detector trained against this generator (`charlstm detect`, "
+            "`CharLSTMForSequenceClassification` with labels `human` / `machine`) that tells its reviews from "
+            "human ones.")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "model-card",
+        help="render the Hub model card (README.md) of a saved generator or detector",
+        description="Render the model card of a saved generator or detector from its training log. Prints it, or "
+        "writes MODEL_DIR/README.md with --write.",
+    )
+    parser.add_argument("model_dir", help="a saved model or detector directory")
+    parser.add_argument("--repo-id", help="the Hub id the card's loading instructions name (default: a placeholder)")
+    parser.add_argument("--revision", help="the commit id the loading instructions pin (default: a placeholder)")
+    parser.add_argument("--dataset-id", help="Hub dataset id for the metadata, when the training data was local")
+    parser.add_argument("--detector-id", help="Hub id of the detector to point to from the section on misuse")
+    parser.add_argument("--write", action="store_true", help="write MODEL_DIR/README.md instead of printing")
+    parser.set_defaults(func=run_model_card)
+
+
+def run_model_card(args) -> int:
+    card = render_model_card(args.model_dir, args.repo_id, args.revision, dataset_id=args.dataset_id,
+                             detector_id=args.detector_id)
+    if args.write:
+        path = Path(args.model_dir) / "README.md"
+        temporary = path.with_suffix(".md.tmp")
+        temporary.write_text(card, encoding="utf-8")
+        os.replace(temporary, path)
+        print(f"wrote {path}")
+    else:
+        print(card)
+    return 0
