@@ -20,7 +20,8 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Sp
 from huggingface_hub.errors import HfHubHTTPError
 
 from .cli import UsageError
-from .model_card import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG, is_detector, render_model_card
+from .model_card import DETECTOR_LOG, is_detector, render_model_card
+from .training import TRAINING_CURVES, TRAINING_LOG
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SPACE_DIR = PACKAGE_DIR.parent / "space"

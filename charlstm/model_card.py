@@ -15,11 +15,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .training import TRAINING_CURVES, TRAINING_LOG
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_TEMPLATE = PROJECT_ROOT / "model_card.md"
 DETECTOR_TEMPLATE = PROJECT_ROOT / "detector_card.md"
-TRAINING_LOG = "training_log.json"  # written by `charlstm train`
-TRAINING_CURVES = "training_curves.png"  # written by `charlstm train`
 DETECTOR_LOG = "detector_log.json"  # written by `charlstm detector train`
 DETECTOR_ARCHITECTURE = "CharLSTMForSequenceClassification"
 LICENSE = "apache-2.0"  # the project's licence (pyproject.toml); the card states the training data's terms

@@ -92,6 +92,10 @@ def register(subparsers) -> None:
     run.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (the best one is never "
                      "deleted)")
     run.add_argument("--num-proc", type=int, default=None, help="processes for data preparation")
+    publish = train.add_argument_group("publishing")
+    publish.add_argument("--push-to-hub", action="store_true", help="push the final model to the Hugging Face Hub "
+                         "(as `charlstm push` does; token from HF_TOKEN or `hf auth login`)")
+    publish.add_argument("--hub-model-id", help="NAMESPACE/NAME of the model repo to push to")
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser(
@@ -273,6 +277,13 @@ def evaluate_bpc(trainer, reviews, tokenizer, seq_len, condition_on_stars, num_p
 
 def run_train(args) -> int:
     _check_train_arguments(args)
+    # Imported here: the hub module renders model cards, which read this module's file names.
+    from .hub import check_push_target, push_to_hub
+
+    if args.push_to_hub != bool(args.hub_model_id):
+        raise UsageError("--push-to-hub and --hub-model-id NAMESPACE/NAME go together")
+    if args.push_to_hub:
+        check_push_target(args.hub_model_id)  # a bad id or a missing token fails now, not after training
     checkpoint = _prepare_output_dir(args)
     training_args = _training_arguments(args)
     started = time.time()
@@ -312,6 +323,9 @@ def run_train(args) -> int:
         plot_training_curves(log, os.path.join(args.output_dir, TRAINING_CURVES))
         print(f"held-out bpc {final['eval_bpc']:.4f} after {trainer.state.global_step} steps; "
               f"model saved to {args.output_dir}")
+        if args.push_to_hub:
+            pushed = push_to_hub(args.output_dir, args.hub_model_id)
+            print(f"pushed to {pushed.url}; load it with revision={pushed.pinned_revision!r}")
     return 0
 
 

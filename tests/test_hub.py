@@ -23,6 +23,7 @@ from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
 from charlstm.cli import main
 from charlstm.hub import push_space, push_to_hub
 from tests.conftest import make_tiny_model
+from tests.test_training import TINY_RUN, make_reviews, write_jsonl
 
 PROMPT = "The tacos"
 NEW_TOKENS = 24
@@ -281,3 +282,37 @@ def test_a_refused_token_is_a_clear_error(hub_server, model_dir, monkeypatch, ca
     assert main(["push", str(model_dir), "--repo-id", "tester/x"]) == 2
     error = capsys.readouterr().err
     assert "the Hub refused the request (401)" in error and "hf_not_the_right_one" not in error
+
+
+def test_train_push_to_hub_publishes_the_trained_model(hub_server, tmp_path):
+    reviews = write_jsonl(tmp_path / "reviews.jsonl", make_reviews(60))
+    output = tmp_path / "model"
+    assert main(["train", "--dataset", reviews, "--condition-on-stars", *TINY_RUN, "--max-steps", "3",
+                 "--eval-steps", "3", "--output-dir", str(output),
+                 "--push-to-hub", "--hub-model-id", "tester/trained-and-pushed"]) == 0
+    files = set(HfApi().list_repo_files("tester/trained-and-pushed"))
+    assert {"model.safetensors", "training_log.json", "training_curves.png", "handler.py", "README.md"} <= files
+    log = json.loads((output / "training_log.json").read_text())
+    card = ModelCard.load("tester/trained-and-pushed")
+    assert f"| all | {log['final']['eval_bpc']:.4f} |" in card.text and card.data.pipeline_tag == "text-generation"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--push-to-hub"], "--push-to-hub and --hub-model-id NAMESPACE/NAME go together"),
+        (["--hub-model-id", "tester/x"], "--push-to-hub and --hub-model-id NAMESPACE/NAME go together"),
+        (["--push-to-hub", "--hub-model-id", "x"], "--hub-model-id must look like NAMESPACE/NAME"),
+        (["--push-to-hub", "--hub-model-id", "tester/x", "--no-token"], "no Hugging Face token"),
+    ],
+)
+def test_train_refuses_a_push_it_could_not_do_before_training(tmp_path, monkeypatch, capsys, flags, message):
+    if "--no-token" in flags:
+        monkeypatch.delenv("HF_TOKEN")
+        flags = [flag for flag in flags if flag != "--no-token"]
+    reviews = write_jsonl(tmp_path / "reviews.jsonl", make_reviews(20))
+    output = tmp_path / "model"
+    assert main(["train", "--dataset", reviews, *TINY_RUN, "--max-steps", "1", "--output-dir", str(output),
+                 *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists()  # refused before any training
