@@ -114,3 +114,10 @@ def test_unknown_routes_and_foreign_hosts_are_refused_loudly(hub_server):
     # The suite's HTTP(S)_PROXY points at the server: traffic meant for another host never leaves the machine.
     response = get_session().get("http://example.invalid/api/whoami-v2")
     assert response.status_code == 404 and "refused" in response.json()["error"]
+
+
+def test_a_readme_with_broken_metadata_is_refused_before_upload(hub_server, tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: [unclosed\n---\n# Card\n")
+    with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+        hub_server.publish(tmp_path, "tester/broken-card")
+    assert HfApi().list_repo_files("tester/broken-card") == [".gitattributes"]
