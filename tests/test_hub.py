@@ -22,8 +22,7 @@ from transformers import pipeline
 from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
 from charlstm.cli import main
 from charlstm.hub import push_space, push_to_hub
-from tests.conftest import make_tiny_model
-from tests.test_training import TINY_RUN, make_reviews, write_jsonl
+from tests.conftest import TINY_CORPUS, make_tiny_model
 
 PROMPT = "The tacos"
 NEW_TOKENS = 24
@@ -73,6 +72,16 @@ detector = pipeline("text-classification", model=job["detector"], revision=job["
 result["detector"] = detector(job["texts"], top_k=None)
 print("RESULT " + json.dumps(result))
 """
+
+
+# The smallest `charlstm train` run that saves a model: a few steps of the tiny preset on the suite's sentences.
+TINY_TRAINING = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--validation-fraction", "0.2"]
+
+
+def write_reviews(path, copies: int):
+    rows = [{"text": text, "stars": index % 5 + 1} for index, text in enumerate(TINY_CORPUS * copies)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
 
 
 def make_detector_dir(path, tokenizer):
@@ -285,9 +294,9 @@ def test_a_refused_token_is_a_clear_error(hub_server, model_dir, monkeypatch, ca
 
 
 def test_train_push_to_hub_publishes_the_trained_model(hub_server, tmp_path):
-    reviews = write_jsonl(tmp_path / "reviews.jsonl", make_reviews(60))
+    reviews = write_reviews(tmp_path / "reviews.jsonl", copies=12)
     output = tmp_path / "model"
-    assert main(["train", "--dataset", reviews, "--condition-on-stars", *TINY_RUN, "--max-steps", "3",
+    assert main(["train", "--dataset", reviews, "--condition-on-stars", *TINY_TRAINING, "--max-steps", "3",
                  "--eval-steps", "3", "--output-dir", str(output),
                  "--push-to-hub", "--hub-model-id", "tester/trained-and-pushed"]) == 0
     files = set(HfApi().list_repo_files("tester/trained-and-pushed"))
@@ -310,9 +319,9 @@ def test_train_refuses_a_push_it_could_not_do_before_training(tmp_path, monkeypa
     if "--no-token" in flags:
         monkeypatch.delenv("HF_TOKEN")
         flags = [flag for flag in flags if flag != "--no-token"]
-    reviews = write_jsonl(tmp_path / "reviews.jsonl", make_reviews(20))
+    reviews = write_reviews(tmp_path / "reviews.jsonl", copies=4)
     output = tmp_path / "model"
-    assert main(["train", "--dataset", reviews, *TINY_RUN, "--max-steps", "1", "--output-dir", str(output),
+    assert main(["train", "--dataset", reviews, *TINY_TRAINING, "--max-steps", "1", "--output-dir", str(output),
                  *flags]) == 2
     assert message in capsys.readouterr().err
     assert not output.exists()  # refused before any training
