@@ -3,7 +3,7 @@
 Machine reviews are written across a spread of sampling settings (temperature, top-k, top-p, star prompt, length
 cap), so a detector cannot learn one setting's quirks; every setting is kept as a column so that evaluation can
 report per setting. Human and machine texts pass the same length filter, and both classes are equally many in
-the train and test splits.
+the train and test splits. A machine review cut off by its length cap ends at its last full sentence.
 """
 
 import json
@@ -90,35 +90,50 @@ def machine_rows(
     generator: ReviewGenerator, count: int, grid: SamplingGrid, min_chars: int, batch_size: int, seed: int
 ) -> list[dict]:
     """
-    `count` reviews written by `generator`, `batch_size` per `generate` call, each batch with its own settings and
-    seed. Reviews shorter than `min_chars` are dropped (as short human reviews are) and more are written.
+    `count` reviews written by `generator`, in equal shares per temperature; each `generate` call writes
+    `batch_size` reviews with its own top-k, top-p, star prompt, length cap and seed. A review that runs into its
+    length cap is cut back to its last sentence end (if it has one), as someone passing it off as real would do (a text that stops
+    mid-word would be too easy to catch). Reviews shorter than `min_chars` after that are dropped, as short human
+    reviews are, and more are written.
     """
     rng = random.Random(seed)
     rows: list[dict] = []
-    batches = 0
-    while len(rows) < count:
-        if batches >= 10 * (count // batch_size + 1):
-            raise ValueError(
-                f"the generator wrote only {len(rows)} of {count} reviews of at least {min_chars} characters in "
-                f"{batches} batches: it ends reviews too early for this --min-chars"
+    shares = [count // len(grid.temperatures) + (index < count % len(grid.temperatures))
+              for index in range(len(grid.temperatures))]
+    for temperature, share in zip(grid.temperatures, shares):
+        written, batches = 0, 0
+        while written < share:
+            if batches >= 10 * (share // batch_size + 1):
+                raise ValueError(
+                    f"at temperature {temperature} the generator wrote only {written} of {share} reviews of at least "
+                    f"{min_chars} characters in {batches} batches: it ends reviews too early for this --min-chars"
+                )
+            settings = check_settings(
+                GenerationSettings(
+                    stars=rng.randint(1, 5) if generator.conditioned_on_stars else None,
+                    num_reviews=batch_size,
+                    temperature=temperature,
+                    top_k=rng.choice(grid.top_ks),
+                    top_p=rng.choice(grid.top_ps),
+                    max_new_tokens=rng.choice(grid.max_new_tokens),
+                    seed=rng.randrange(2**32),
+                ),
+                Limits(max_num_reviews=batch_size, max_new_tokens=max(grid.max_new_tokens)),
             )
-        settings = check_settings(
-            GenerationSettings(
-                stars=rng.randint(1, 5) if generator.conditioned_on_stars else None,
-                num_reviews=batch_size,
-                temperature=grid.temperatures[batches % len(grid.temperatures)],
-                top_k=rng.choice(grid.top_ks),
-                top_p=rng.choice(grid.top_ps),
-                max_new_tokens=rng.choice(grid.max_new_tokens),
-                seed=rng.randrange(2**32),
-            ),
-            Limits(max_num_reviews=batch_size, max_new_tokens=max(grid.max_new_tokens)),
-        )
-        batches += 1
-        for text in generator.generate(settings):
-            if len(text) >= min_chars and len(rows) < count:
-                rows.append(_row(text, MACHINE, generator.source, settings))
+            batches += 1
+            for text in generator.generate(settings):
+                if len(text) >= settings.max_new_tokens:  # no <eos>: it ran into the cap
+                    text = up_to_last_sentence_end(text)
+                if len(text) >= min_chars and written < share:
+                    rows.append(_row(text, MACHINE, generator.source, settings))
+                    written += 1
     return rows
+
+
+def up_to_last_sentence_end(text: str) -> str:
+    """The text up to and including its last '.', '!' or '?'; all of it when it has none."""
+    end = max(text.rfind(mark) for mark in ".!?")
+    return text[: end + 1] if end >= 0 else text
 
 
 def build_detector_data(

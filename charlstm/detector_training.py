@@ -115,7 +115,14 @@ def train_detector(
     )
     started = time.perf_counter()
     resume = last_complete_checkpoint(checkpoints)
-    result = trainer.train(resume_from_checkpoint=resume)
+    # The loss sits at the last character only, so gradients fade along the text into denormal floats, which a
+    # CPU handles very slowly: flushing them to zero made an LSTM backward pass 15x faster (9.8 s -> 0.6 s,
+    # 32 x 200 characters, hidden size 512). The change is process-wide, so it is undone afterwards.
+    torch.set_flush_denormal(True)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        torch.set_flush_denormal(False)
     # Not `trainer.save_model`, which adds a pickled training_args.bin that no user of the detector needs.
     trainer.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)

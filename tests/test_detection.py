@@ -1,7 +1,8 @@
 """The detector: labelled data from a generator, a trained classifier, `charlstm detect`, the zero-shot baseline.
 
-The generator is the tiny untrained model: what it writes is random characters, which a detector must tell apart
-from the review-like human texts below after a few dozen steps.
+The generator is a tiny untrained model made confident (its output layer scaled up): what it writes is strings of
+a few favourite characters, which it finds very likely and which a detector must tell apart from the review-like
+human texts below after a few dozen steps.
 """
 
 import json
@@ -9,15 +10,18 @@ import random
 
 import datasets
 import pytest
-from transformers import pipeline
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from charlstm.cli import main
+from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
 from charlstm.data import load_reviews
 from charlstm.detection import Detector, evaluate
 from charlstm.detection_metrics import best_threshold, roc_auc, threshold_metrics
+from charlstm.detector_data import up_to_last_sentence_end
 from charlstm.detector_training import last_complete_checkpoint
 from charlstm.zero_shot import ZeroShotDetector, statistics_of_texts
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from tests.conftest import make_tiny_model
 
 MAX_CHARS = 120  # the longest training crop, and so what the tiny detector reads at most
 
@@ -49,10 +53,23 @@ def human_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def detector_data_dir(tmp_path_factory, tiny_model_dir, human_file):
+def generator_dir(tmp_path_factory, tiny_tokenizer):
+    model = make_tiny_model(tiny_tokenizer, seed=0)
+    with torch.no_grad():
+        model.lm_head.weight *= 30  # sharp predictions: its own text scores ~4 bits per character, ours ~9
+        model.lm_head.bias[:NUM_SPECIAL_TOKENS] = -1e4  # characters only ...
+        model.lm_head.bias[tiny_tokenizer.eos_token_id] = 0.0  # ... or the end of the review
+    path = tmp_path_factory.mktemp("confident-generator")
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector_data_dir(tmp_path_factory, generator_dir, human_file):
     path = tmp_path_factory.mktemp("detector-data") / "data"
     code = main([
-        "detector", "build-data", str(path), "--generator", str(tiny_model_dir), "--human-data", str(human_file),
+        "detector", "build-data", str(path), "--generator", str(generator_dir), "--human-data", str(human_file),
         "--validation-fraction", "0.5", "--count", "40", "--max-new-tokens", "60,150", "--min-chars", "30",
         "--temperatures", "0.5,1.0", "--batch-size", "8", "--seed", "3",
     ])
@@ -61,10 +78,10 @@ def detector_data_dir(tmp_path_factory, tiny_model_dir, human_file):
 
 
 @pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory, tiny_model_dir, detector_data_dir):
+def detector_dir(tmp_path_factory, generator_dir, detector_data_dir):
     path = tmp_path_factory.mktemp("detector") / "detector"
     code = main([
-        "detector", "train", str(detector_data_dir), str(path), "--generator", str(tiny_model_dir),
+        "detector", "train", str(detector_data_dir), str(path), "--generator", str(generator_dir),
         "--max-steps", "40", "--batch-size", "8", "--min-chars", "20", "--max-chars", str(MAX_CHARS),
     ])
     assert code == 0
@@ -87,6 +104,18 @@ def test_built_data_is_balanced_with_settings_as_columns(detector_data_dir, huma
     assert all(row["length"] == len(row["text"]) >= 30 for row in everything)
 
 
+def test_machine_reviews_are_shared_equally_between_temperatures(detector_data_dir):
+    data = datasets.load_from_disk(str(detector_data_dir))
+    temperatures = [row["temperature"] for split in data.values() for row in split if row["label"] == 1]
+    assert temperatures.count(0.5) == temperatures.count(1.0) == 20
+
+
+def test_a_review_cut_off_by_its_length_cap_ends_at_its_last_sentence():
+    assert up_to_last_sentence_end("Good food. Nice staff! Would go ag") == "Good food. Nice staff!"
+    assert up_to_last_sentence_end("Really? Yes") == "Really?"
+    assert up_to_last_sentence_end("no sentence end at all") == "no sentence end at all"
+
+
 def test_human_reviews_come_only_from_the_held_out_part(detector_data_dir, human_file):
     data = datasets.load_from_disk(str(detector_data_dir))
     reviews = load_reviews(str(human_file), validation_fraction=0.5, seed=0)  # as the generator's training split it
@@ -107,11 +136,11 @@ def test_trained_detector_is_a_complete_model_directory(detector_dir):
     assert log["max_steps"] == 40 and set(log["test"]) >= {"roc_auc", "accuracy", "precision", "recall"}
 
 
-def test_detector_starts_from_the_generators_layers(detector_dir, tiny_model_dir, tiny_model):
-    """Same shapes as the generator; the untrained generator's random text is told apart after 40 steps."""
+def test_detector_starts_from_the_generators_layers(detector_dir, generator_dir):
     detector = Detector(detector_dir)
+    generator = AutoModelForCausalLM.from_pretrained(str(generator_dir))
     layers = detector.pipeline.model.model.layers
-    assert [layer.hidden_size for layer in layers] == [layer.hidden_size for layer in tiny_model.model.layers]
+    assert [layer.hidden_size for layer in layers] == [layer.hidden_size for layer in generator.model.layers]
 
 
 def test_detector_separates_machine_from_human_better_than_chance(detector_dir, detector_data_dir):
@@ -218,14 +247,14 @@ def test_resume_skips_a_checkpoint_cut_off_mid_write(tmp_path):
     assert last_complete_checkpoint(tmp_path / "none") is None
 
 
-def test_zero_shot_baseline_separates_low_temperature_text(detector_data_dir, tiny_model_dir):
-    """Text the generator sampled at temperature 0.5 is far more predictable to it than the human texts."""
+def test_zero_shot_baseline_separates_the_generators_text(detector_data_dir, generator_dir):
+    """The confident generator's own text is far more predictable to it than the human texts."""
     data = datasets.load_from_disk(str(detector_data_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(generator_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(generator_dir))
 
     def labelled(split):
-        rows = [row for row in split if row["label"] == 0 or row["temperature"] == 0.5]
+        rows = list(split)
         return statistics_of_texts(model, tokenizer, [row["text"] for row in rows]), [row["label"] for row in rows]
 
     baseline = ZeroShotDetector.calibrate(*labelled(data["train"]))
