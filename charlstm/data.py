@@ -89,6 +89,8 @@ def _load(source: str) -> DatasetDict:
     elif os.path.isfile(path):
         if ending not in LOCAL_BUILDERS:
             raise UsageError(f"{source!r}: unsupported file type {ending or '(none)'}; use {', '.join(LOCAL_BUILDERS)}")
+        if os.path.getsize(path) == 0:
+            raise UsageError(f"{source!r} is empty")
         try:
             loaded = datasets.load_dataset(LOCAL_BUILDERS[ending], data_files={"train": path})
         except datasets.exceptions.DatasetGenerationError as error:

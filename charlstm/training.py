@@ -583,6 +583,7 @@ def run_eval(args) -> int:
         args=TrainingArguments(
             output_dir=os.path.join(os.path.expanduser("~"), ".cache", "charlstm", "eval"),
             per_device_eval_batch_size=args.batch_size, report_to="none", disable_tqdm=True,
+            dataloader_pin_memory=torch.cuda.is_available(),
         ),
         processing_class=tokenizer,
         compute_metrics=bits_per_character,
