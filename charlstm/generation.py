@@ -82,7 +82,8 @@ def check_settings(settings: GenerationSettings, limits: Limits = Limits()) -> G
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be above 0 and at most 1 (1 = off), got {top_p}")
     seed = settings.seed
-    seed = random.SystemRandom().randint(0, MAX_SEED) if seed is None else _whole_number("seed", seed, 0, MAX_SEED)
+    # A chosen seed is never 0, which the Space reads as "pick one for me".
+    seed = random.SystemRandom().randint(1, MAX_SEED) if seed is None else _whole_number("seed", seed, 0, MAX_SEED)
     return replace(
         settings,
         stars=stars,
@@ -360,12 +361,13 @@ def register(subparsers) -> None:
     parser.add_argument("prompt", nargs="?", default="", help="the start of the review (default: start from nothing)")
     parser.add_argument("--model", help="saved model directory or Hub id (default: the bundled model)")
     parser.add_argument("--stars", type=int, help="star rating to ask for, 1-5 (star-conditioned models only)")
-    parser.add_argument("--num", type=int, default=defaults.num_reviews, help="number of reviews (default: %(default)s)")
+    parser.add_argument("--num", type=int, default=defaults.num_reviews, help="reviews to write (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="default: %(default)s")
     parser.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off (default: %(default)s)")
     parser.add_argument("--top-p", type=float, default=defaults.top_p, help="1.0 = off (default: %(default)s)")
     parser.add_argument(
-        "--max-new-tokens", type=int, default=defaults.max_new_tokens, help="characters to add at most (default: %(default)s)"
+        "--max-new-tokens", type=int, default=defaults.max_new_tokens,
+        help="characters to add at most (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, help="the same seed gives the same reviews (default: random, printed)")
     parser.add_argument("--stream", action="store_true", help="print characters as they are generated")
@@ -389,7 +391,8 @@ def run_generate_command(args) -> int:
     generator.prompt_ids(settings)  # reports a bad prompt or stars before anything is printed
     unknown = generator.unknown_characters(settings.prompt)
     if unknown:
-        print(f"charlstm generate: note: the model does not know {''.join(unknown)!r}; they are read as <unk>", file=sys.stderr)
+        note = f"the model does not know {''.join(unknown)!r}; they are read as <unk>"
+        print(f"charlstm generate: note: {note}", file=sys.stderr)
     if args.seed is None:
         print(f"charlstm generate: seed {settings.seed}", file=sys.stderr)
     if args.stream:

@@ -1,0 +1,298 @@
+"""The charlstm Space: write Yelp-style reviews with the character LSTM, streamed, and score a review for signs of
+having been machine-written.
+
+All the work is done by the `charlstm` package; this file only lays out the page and turns bad input into messages.
+The generator comes from MODEL_ID (a Hub id or local directory; default: the bundled model) and the detector from
+DETECTOR_ID (default: the bundled detector). `python space/app.py` serves on 127.0.0.1:7860.
+"""
+
+import argparse
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+import gradio as gr
+import torch
+from transformers import pipeline
+
+from charlstm.detection import BUNDLED_DETECTOR
+from charlstm.detector_training import TOKENIZER_KWARGS
+from charlstm.generation import (
+    REVIEW_SEPARATOR,
+    GenerationSettings,
+    Limits,
+    ReviewGenerator,
+    check_settings,
+    load_generator,
+    require_model_source,
+)
+from charlstm.scoring import score_text
+
+# Tighter than the command line's: one Space is shared by everyone who opens it.
+SPACE_LIMITS = Limits(max_prompt_chars=500, max_new_tokens=1000, max_num_reviews=4, max_temperature=2.0)
+MAX_SCORE_CHARS = 4000
+MACHINE_LABEL = "machine"
+# How many requests of each kind run at once (the rest wait in the queue), and how many may wait.
+CONCURRENCY_LIMIT = 2
+QUEUE_SIZE = 64
+# The library reports every character; the page is repainted at most this often, which still looks continuous.
+REPAINT_SECONDS = 0.05
+STAR_CHOICES = [("any", 0)] + [(f"{stars} ★", stars) for stars in range(1, 6)]
+RANK_COLOURS = {"top1": "#4caf50", "top3": "#ffeb3b", "top10": "#ff9800", "beyond": "#f44336"}
+EXAMPLES = [
+    ["The tacos here are", 5],
+    ["We waited forty minutes and", 1],
+    ["Decent place for a quick lunch,", 3],
+    ["I have been coming here for years", 4],
+]
+
+
+class Detector:
+    """
+    The fake-review classifier, or the reason it could not be loaded (the Score tab then says so).
+
+    Not `charlstm.detection.Detector`, which reads local directories only: DETECTOR_ID may be a Hub id. Both are the
+    standard text-classification pipeline with the tokenizer settings the detector was trained with.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self.classifier = None
+        self.problem = None
+        try:
+            self.classifier = pipeline(
+                "text-classification", model=require_model_source(source), dtype=torch.float32
+            )
+        except FileNotFoundError as error:
+            self.problem = str(error)
+            return
+        except (OSError, ValueError) as error:
+            self.problem = f"could not load {source}: {str(error).strip().splitlines()[0]}"
+            return
+        if MACHINE_LABEL not in self.classifier.model.config.label2id:
+            self.problem = f"{source} has no {MACHINE_LABEL!r} label"
+            self.classifier = None
+
+    def probability_machine(self, text: str) -> float | None:
+        if self.classifier is None:
+            return None
+        scores = self.classifier(text, top_k=None, **TOKENIZER_KWARGS)
+        return next(score["score"] for score in scores if score["label"] == MACHINE_LABEL)
+
+
+class StopSignals:
+    """
+    One stop event per browser session: the Stop button sets it and that session's generation ends at the next
+    character, then shows what it wrote. Cancelling the Gradio event instead is not enough: Gradio can only close a
+    stream between two of its updates, and a stream busy writing rarely leaves it the moment.
+    """
+
+    def __init__(self):
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def running(self, session: str):
+        event = threading.Event()
+        with self._lock:
+            self._events[session] = event
+        try:
+            yield event
+        finally:
+            with self._lock:
+                if self._events.get(session) is event:
+                    del self._events[session]
+
+    def stop(self, session: str) -> None:
+        with self._lock:
+            event = self._events.get(session)
+        if event is not None:
+            event.set()
+
+
+class ReviewSpace:
+    """The page and its handlers. Handlers are methods so Gradio sees their signatures (and the gr.Request)."""
+
+    def __init__(self, generator: ReviewGenerator, detector: Detector):
+        self.generator = generator
+        self.detector = detector
+        self.stops = StopSignals()
+
+    def generate(
+        self, prompt, stars, temperature, top_k, top_p, max_new_characters, num_reviews, seed, request: gr.Request
+    ):
+        """Streams (reviews as one text, {"reviews", "seed", "finished"}, status line) as the reviews grow."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise gr.Error("Type the first few words of a review to start from.")
+        try:
+            settings = check_settings(
+                GenerationSettings(
+                    prompt=prompt,
+                    stars=stars or None,
+                    num_reviews=num_reviews,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    max_new_tokens=max_new_characters,
+                    seed=seed or None,  # 0 or empty: a random seed, shown with the result
+                ),
+                SPACE_LIMITS,
+            )
+            self.generator.prompt_ids(settings)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        unknown = self.generator.unknown_characters(prompt)
+        if unknown:
+            gr.Warning(f"The model does not know {''.join(unknown)!r}; it reads them as unknown characters.")
+        last_paint = 0.0
+        with self.stops.running(request.session_hash) as stop:
+            for update in self.generator.stream(settings, stop):
+                done = all(update.finished)
+                if done or time.monotonic() - last_paint >= REPAINT_SECONDS:
+                    last_paint = time.monotonic()
+                    state = ("stopped." if stop.is_set() else "done.") if done else "writing…"
+                    details = {"reviews": list(update.texts), "seed": settings.seed, "finished": done}
+                    yield REVIEW_SEPARATOR.join(update.texts), details, f"Seed {settings.seed} — {state}"
+
+    def stop(self, request: gr.Request):
+        self.stops.stop(request.session_hash)
+
+    def score(self, text, stars):
+        """(detector's label probabilities, characters coloured by rank, summary, details with per-character ranks)."""
+        if not isinstance(text, str) or not text.strip():
+            raise gr.Error("Paste a review to score.")
+        if len(text) > MAX_SCORE_CHARS:
+            raise gr.Error(f"The text is {len(text)} characters long; the limit is {MAX_SCORE_CHARS}.")
+        try:
+            scores = score_text(self.generator.model, self.generator.tokenizer, text, stars=stars or None)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        p_machine = self.detector.probability_machine(text)
+        label = None if p_machine is None else {"machine-written": p_machine, "human-written": 1.0 - p_machine}
+        detector_line = (
+            f"Detector: **{p_machine:.1%}** machine-written."
+            if p_machine is not None
+            else f"The detector is not available ({self.detector.problem}); the generator's view below still works."
+        )
+        summary = (
+            f"{detector_line}\n\nGenerator's view: **{scores.bits_per_character:.2f} bits per character**, "
+            f"**{scores.top1_share:.0%}** of characters were its top choice. Machine-written text at a low "
+            "temperature is mostly green; human text has more yellow, orange and red."
+        )
+        details = {
+            "p_machine": p_machine,
+            "detector_available": p_machine is not None,
+            "bits_per_character": scores.bits_per_character,
+            "top1_share": scores.top1_share,
+            "characters": scores.characters,
+            "ranks": scores.ranks,
+        }
+        return label, list(zip(scores.characters, scores.rank_buckets())), summary, details
+
+    def build(self) -> gr.Blocks:
+        limits = SPACE_LIMITS
+        conditioned = self.generator.conditioned_on_stars
+        with gr.Blocks(title="charlstm: review generator and detector", analytics_enabled=False) as demo:
+            gr.Markdown(
+                "# charlstm\nA character-level LSTM trained on Yelp reviews writes reviews one character at a time, "
+                f"and a detector scores how machine-written a review looks. Generator: `{self.generator.source}`. "
+                "Fake reviews mislead people: use this to study and detect them, not to post them."
+            )
+            with gr.Tab("Generate"):
+                with gr.Row():
+                    with gr.Column():
+                        prompt = gr.Textbox(
+                            label="Start of the review", placeholder="The tacos here are", lines=2,
+                            max_length=limits.max_prompt_chars, elem_id="prompt",
+                        )
+                        stars = gr.Radio(
+                            STAR_CHOICES, value=0, label="Star rating", interactive=conditioned,
+                            info=None if conditioned else "This model was not trained with ratings.",
+                        )
+                        with gr.Row():
+                            temperature = gr.Slider(
+                                0.05, limits.max_temperature, value=0.8, step=0.05, label="Temperature"
+                            )
+                            top_k = gr.Slider(0, 50, value=0, step=1, label="Top-k (0 = off)")
+                            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1 = off)")
+                        with gr.Row():
+                            max_new = gr.Slider(
+                                10, limits.max_new_tokens, value=300, step=10, label="Max new characters"
+                            )
+                            num_reviews = gr.Slider(
+                                1, limits.max_num_reviews, value=1, step=1, label="Number of reviews"
+                            )
+                            seed = gr.Number(label="Seed (0 = random)", precision=0, minimum=0, value=0)
+                        with gr.Row():
+                            generate_button = gr.Button("Generate", variant="primary")
+                            stop_button = gr.Button("Stop", variant="stop")
+                    with gr.Column():
+                        reviews = gr.Textbox(
+                            label="Reviews", lines=14, max_lines=30, autoscroll=True, buttons=["copy"],
+                            elem_id="reviews",
+                        )
+                        status = gr.Markdown(label="Status", elem_id="status")
+                        with gr.Accordion("Details", open=False):
+                            details = gr.JSON(label="Reviews and seed")
+                gr.Examples(EXAMPLES, inputs=[prompt, stars], cache_examples=False)
+                generate_button.click(
+                    self.generate,
+                    inputs=[prompt, stars, temperature, top_k, top_p, max_new, num_reviews, seed],
+                    outputs=[reviews, details, status],
+                    api_name="generate",
+                )
+                # Outside the queue, so a full queue cannot hold up a Stop.
+                stop_button.click(self.stop, queue=False, api_visibility="private")
+            with gr.Tab("Score"):
+                with gr.Row():
+                    with gr.Column():
+                        text = gr.Textbox(
+                            label="Review to score", lines=8, max_length=MAX_SCORE_CHARS, elem_id="score-text"
+                        )
+                        score_stars = gr.Radio(
+                            STAR_CHOICES, value=0, label="Score it as a review with this rating",
+                            interactive=conditioned,
+                        )
+                        score_button = gr.Button("Score", variant="primary")
+                    with gr.Column():
+                        probability = gr.Label(label="Detector", num_top_classes=2)
+                        summary = gr.Markdown(label="Summary")
+                ranks = gr.HighlightedText(
+                    label="Rank of every character under the generator (top 1 / top 3 / top 10 / beyond)",
+                    color_map=RANK_COLOURS, combine_adjacent=True, show_legend=True, elem_id="ranks",
+                )
+                with gr.Accordion("Per-character ranks", open=False):
+                    score_details = gr.JSON(label="Scores")
+                score_button.click(
+                    self.score,
+                    inputs=[text, score_stars],
+                    outputs=[probability, ranks, summary, score_details],
+                    api_name="score",
+                )
+        return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--model", default=os.environ.get("MODEL_ID"), help="Hub id or directory (env MODEL_ID)")
+    parser.add_argument(
+        "--detector", default=os.environ.get("DETECTOR_ID", str(BUNDLED_DETECTOR)), help="Hub id or directory"
+    )
+    args = parser.parse_args(argv)
+    try:
+        generator = load_generator(args.model)
+    except FileNotFoundError as error:
+        parser.exit(2, f"space/app.py: error: {error}\n")
+    detector = Detector(args.detector)
+    if detector.problem:
+        print(f"space/app.py: the Score tab runs without the detector: {detector.problem}")
+    demo = ReviewSpace(generator, detector).build()
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
+    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

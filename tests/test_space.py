@@ -1,0 +1,299 @@
+"""The Space, launched as `python space/app.py` on 127.0.0.1 and driven by `gradio_client` and a real browser."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import gradio
+import pytest
+from gradio_client import Client
+from huggingface_hub import SpaceCard
+
+from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
+from charlstm.generation import REVIEW_SEPARATOR, GenerationSettings, check_settings, load_generator
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+TOP1_GREEN = "rgba(76, 175, 80, 0.5)"  # RANK_COLOURS["top1"] of space/app.py, as the page draws it
+GENERATE_DEFAULTS = dict(stars=5, temperature=0.8, top_k=0, top_p=1.0, max_new_characters=60, num_reviews=2, seed=3)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def detector_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny, untrained detector: labels human/machine, like the real one."""
+    config = CharLSTMConfig(
+        vocab_size=len(tiny_tokenizer), embedding_dim=16, hidden_sizes=[24],
+        id2label={0: "human", 1: "machine"}, label2id={"human": 0, "machine": 1},
+    )
+    path = tmp_path_factory.mktemp("detector")
+    CharLSTMForSequenceClassification(config).eval().save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def launch_space(model_dir, detector: str, log_path: Path):
+    """Starts `python space/app.py` on a free loopback port; returns the process and its URL once it answers."""
+    port = free_port()
+    env = {
+        **os.environ,  # the Hub isolation of conftest: HF_ENDPOINT, proxies and HF_HOME all on this machine
+        "MODEL_ID": str(model_dir),
+        "DETECTOR_ID": detector,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        env.pop(name, None)
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [sys.executable, "space/app.py", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to loopback, never a proxy
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Space exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            opener.open(url + "config", timeout=2).read()
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError(f"the Space did not answer within 120 s:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def space(star_model_dir, detector_dir, tmp_path_factory):
+    process, url = launch_space(star_model_dir, str(detector_dir), tmp_path_factory.mktemp("space") / "app.log")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(space):
+    connected = Client(space, verbose=False, analytics_enabled=False)
+    yield connected
+    connected.close()
+
+
+def generate(client, prompt="The tacos", **changes):
+    values = {**GENERATE_DEFAULTS, **changes}
+    return client.predict(prompt, *values.values(), api_name="/generate")
+
+
+def test_generate_returns_the_reviews_the_library_writes_for_that_seed(client, star_model_dir):
+    text, details, status = generate(client, seed=3)
+    expected = load_generator(star_model_dir).generate(
+        check_settings(GenerationSettings(prompt="The tacos", stars=5, num_reviews=2, max_new_tokens=60, seed=3))
+    )
+    assert details == {"reviews": expected, "seed": 3, "finished": True}
+    assert all(review in text for review in expected)
+    assert "Seed 3" in status
+
+
+def test_seed_0_picks_a_random_seed_and_reports_it(client):
+    _, details, status = generate(client, seed=0)
+    assert details["seed"] != 0
+    again = generate(client, seed=details["seed"])[1]
+    assert f"Seed {details['seed']}" in status
+    assert again["reviews"] == details["reviews"]
+
+
+def test_generate_streams_updates_before_the_end(client):
+    long_run = {**GENERATE_DEFAULTS, "max_new_characters": 1000, "num_reviews": 4}
+    job = client.submit("The tacos", *long_run.values(), api_name="/generate")
+    arrivals = []
+    for update in job:
+        arrivals.append((time.monotonic(), len(update[1]["reviews"][0]), update[1]["finished"]))
+    finished_at = time.monotonic()
+    assert len(arrivals) >= 3
+    assert not arrivals[0][2] and arrivals[-1][2]
+    assert arrivals[0][1] < arrivals[-1][1] == len("The tacos") + 1000
+    assert arrivals[0][0] < finished_at - 0.1  # the first update came well before the reviews were done
+
+
+def test_score_returns_the_detector_probability_and_a_rank_for_every_character(client):
+    text = "The tacos were great and the salsa was fresh."
+    label, highlighted, summary, details = client.predict(text, 0, api_name="/score")
+    assert 0.0 <= details["p_machine"] <= 1.0
+    machine = next(item["confidence"] for item in label["confidences"] if item["label"] == "machine-written")
+    assert machine == pytest.approx(details["p_machine"])
+    assert details["characters"] == list(text)
+    assert len(details["ranks"]) == len(text) and all(rank >= 1 for rank in details["ranks"])
+    assert "".join(span["token"] for span in highlighted) == text
+    assert {span["class_or_confidence"] for span in highlighted} <= {"top1", "top3", "top10", "beyond"}
+    assert f"{details['bits_per_character']:.2f} bits per character" in summary
+
+
+@pytest.mark.parametrize(
+    "prompt, changes, message",
+    [
+        ("", {}, "Type the first few words of a review"),
+        ("   ", {}, "Type the first few words of a review"),
+        ("x" * 501, {}, "prompt is 501 characters long; the limit is 500"),
+        ("Hi", {"max_new_characters": 5000}, "5000 is greater than maximum value 1000"),
+        ("Hi", {"num_reviews": 9}, "9 is greater than maximum value 4"),
+        ("Hi", {"temperature": 0}, "0 is less than minimum value 0.05"),
+        ("Hi", {"stars": 7}, "7"),
+        ("日本語", {}, "the prompt has no character the model knows"),
+    ],
+)
+def test_bad_generate_inputs_get_their_messages(client, prompt, changes, message):
+    with pytest.raises(Exception, match=message):
+        generate(client, prompt, **changes)
+
+
+@pytest.mark.parametrize(
+    "text, message", [("", "Paste a review to score"), ("x" * 4001, "4001 characters long; the limit is 4000")]
+)
+def test_bad_score_inputs_get_their_messages(client, text, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(text, 0, api_name="/score")
+
+
+def test_without_a_detector_the_score_tab_still_shows_the_generators_view(star_model_dir, tmp_path):
+    missing = tmp_path / "no-detector"
+    process, url = launch_space(star_model_dir, str(missing), tmp_path / "app.log")
+    try:
+        no_detector = Client(url, verbose=False, analytics_enabled=False)
+        label, highlighted, summary, details = no_detector.predict("Great tacos.", 0, api_name="/score")
+        no_detector.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert details["p_machine"] is None and details["detector_available"] is False
+    assert "detector is not available" in summary and str(missing) in summary
+    assert len(details["ranks"]) == len("Great tacos.")
+
+
+@pytest.mark.slow
+def test_sixteen_clients_times_five_requests_all_complete(space, tmp_path):
+    report = tmp_path / "load.json"
+    result = subprocess.run(
+        [sys.executable, "scripts/load_space.py", "--url", space, "--clients", "16", "--requests", "5",
+         "--max-new-characters", "100", "--stars", "5", "--json", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    figures = json.loads(report.read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (figures["requests"], figures["completed"], figures["errors"]) == (80, 80, 0)
+    assert figures["latency_p50_s"] <= figures["latency_p95_s"]
+    print(result.stdout)
+
+
+def test_space_card_has_the_metadata_a_gradio_space_needs():
+    card = SpaceCard.load(ROOT / "space" / "README.md")
+    assert card.data.sdk == "gradio" and card.data.sdk_version == gradio.__version__
+    assert (ROOT / "space" / card.data.app_file).is_file()
+    assert card.data.models and 0 < len(card.data.short_description) <= 60  # the Hub's limit
+    assert 'api_name="/generate"' in card.text and 'api_name="/score"' in card.text
+
+
+def test_space_requirements_are_the_package_dependencies():
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        dependencies = tomllib.load(handle)["project"]["dependencies"]
+    lines = (ROOT / "space" / "requirements.txt").read_text().splitlines()
+    assert sorted(line for line in lines if line and not line.startswith(("#", "-"))) == sorted(dependencies)
+
+
+# --- a real browser
+
+
+@pytest.fixture
+def page(space, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`)")
+    blocked = []
+
+    def loopback_only(route):
+        if urlparse(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-proxy-server"])
+        tab = browser.new_page(viewport={"width": 1280, "height": 1000})
+        tab.route("**/*", loopback_only)
+        tab.goto(space)
+        yield tab
+        tab.screenshot(path=str(tmp_path / "space.png"), full_page=True)
+        browser.close()
+    assert not blocked, f"the page tried to reach other hosts: {blocked[:5]}"
+
+
+def reviews_text(page) -> str:
+    return page.locator("#reviews textarea").input_value()
+
+
+@pytest.mark.slow
+def test_browser_generates_streamed_text_and_scores_it(page, tmp_path, star_model_dir):
+    page.locator("#prompt textarea").fill("The tacos")
+    page.get_by_label("5 ★").first.check()
+    page.get_by_label("number input for Max new characters").fill("1000")
+    page.get_by_label("number input for Max new characters").press("Enter")
+    page.get_by_role("button", name="Generate").click()
+
+    lengths = []
+    deadline = time.monotonic() + 60
+    while "done." not in page.locator("#status").inner_text() and time.monotonic() < deadline:
+        text = reviews_text(page)
+        if text and (not lengths or len(text) != lengths[-1]):
+            lengths.append(len(text))
+        time.sleep(0.02)
+    assert reviews_text(page).startswith("The tacos")
+    assert len(lengths) >= 3 and lengths == sorted(lengths)  # it appeared and grew
+    # The browser turns a "\r\n" the untrained model may write into one "\n".
+    assert len(reviews_text(page)) > 900
+    page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
+
+    page.get_by_role("tab", name="Score").click()
+    # The model's own greedy text: nearly every character is its top choice, so green must show.
+    greedy = check_settings(GenerationSettings(prompt="The", top_k=1, max_new_tokens=60, seed=1))
+    review = load_generator(star_model_dir).generate(greedy)[0]
+    page.locator("#score-text textarea").fill(review)
+    page.get_by_role("button", name="Score").click()
+    page.get_by_text("bits per character").wait_for(timeout=30_000)
+    spans = page.locator("#ranks .token.highlighted")
+    assert "".join(spans.locator(".text").all_inner_texts()) == review  # every character is in a coloured span
+    colours = {span.evaluate("node => getComputedStyle(node).backgroundColor") for span in spans.all()}
+    rank_colours = {TOP1_GREEN, "rgba(255, 235, 59, 0.5)", "rgba(255, 152, 0, 0.5)", "rgba(244, 67, 54, 0.5)"}
+    assert colours <= rank_colours and TOP1_GREEN in colours
+    assert page.get_by_text("machine-written").count() >= 1  # the detector's verdict
+    page.screenshot(path=str(tmp_path / "score.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_browser_stop_button_ends_generation_early(page):
+    page.locator("#prompt textarea").fill("Stop me")
+    page.get_by_label("number input for Max new characters").fill("1000")
+    page.get_by_label("number input for Max new characters").press("Enter")
+    page.get_by_label("number input for Number of reviews").fill("4")
+    page.get_by_label("number input for Number of reviews").press("Enter")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("writing…").wait_for(timeout=30_000)  # the reviews have started to appear
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("stopped.").wait_for(timeout=10_000)
+    stopped = reviews_text(page)
+    time.sleep(1.0)
+    assert reviews_text(page) == stopped  # no longer growing
+    first_review = stopped.split(REVIEW_SEPARATOR)[0]
+    assert first_review.startswith("Stop me") and len(first_review) < len("Stop me") + 1000
