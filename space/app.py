@@ -40,6 +40,13 @@ QUEUE_SIZE = 64
 REPAINT_SECONDS = 0.05
 STAR_CHOICES = [("any", 0)] + [(f"{stars} ★", stars) for stars in range(1, 6)]
 RANK_COLOURS = {"top1": "#4caf50", "top3": "#ffeb3b", "top10": "#ff9800", "beyond": "#f44336"}
+# Gradio lays highlighted spans out as separate boxes with gaps, which splits words when every character is
+# coloured; this lets the coloured runs flow as plain text. The blank text nodes Gradio leaves between and inside
+# the spans are hidden: font-size 0 around the spans, and inline-flex (which drops them) inside.
+RANKS_CSS = """
+#ranks .textfield { display: block; font-size: 0; line-height: 1.9; }
+#ranks .textfield .token { display: inline-flex; font-size: var(--text-lg); margin: 0; padding: 0; border-radius: 0; }
+"""
 EXAMPLES = [
     ["The tacos here are", 5],
     ["We waited forty minutes and", 1],
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"space/app.py: the Score tab runs without the detector: {detector.problem}")
     demo = ReviewSpace(generator, detector).build()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
-    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True, css=RANKS_CSS)
 
 
 if __name__ == "__main__":
