@@ -9,6 +9,11 @@ import shutil
 import socket
 import tempfile
 
+# The suite runs tiny models, often in several processes at once (an app server and its clients, DDP workers):
+# one torch thread each is faster for tiny models and keeps OpenMP from stalling on barriers when processes
+# share the cores. Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def _free_loopback_port() -> int:
     with socket.socket() as probe:
