@@ -288,9 +288,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--detector", default=os.environ.get("DETECTOR_ID", str(BUNDLED_DETECTOR)), help="Hub id or directory"
     )
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        default=os.environ.get("CHARLSTM_FP32", "") not in ("", "0"),
+        help="keep fp32 weights (env CHARLSTM_FP32=1; default: int8 weights, faster on a CPU)",
+    )
     args = parser.parse_args(argv)
     try:
-        generator = load_generator(args.model)
+        generator = load_generator(args.model, int8=not args.fp32)
     except FileNotFoundError as error:
         parser.exit(2, f"space/app.py: error: {error}\n")
     detector = Detector(args.detector)

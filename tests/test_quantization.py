@@ -98,3 +98,15 @@ def test_a_model_that_cannot_be_quantized_stays_fp32_with_a_warning(tiny_tokeniz
         same = quantize(model)
     assert same is model
     assert not is_quantized(same)
+
+
+@needs_int8
+def test_the_cli_and_space_loader_use_int8_unless_told_not_to(tiny_model_dir, capsys):
+    from charlstm.cli import main
+    from charlstm.generation import load_generator
+
+    assert is_quantized(load_generator(tiny_model_dir).model)
+    assert not is_quantized(load_generator(tiny_model_dir, int8=False).model)
+    arguments = ["generate", "The", "--model", str(tiny_model_dir), "--seed", "3", "--max-new-tokens", "20"]
+    assert main([*arguments, "--fp32"]) == 0
+    assert capsys.readouterr().out.startswith("The")
