@@ -1,8 +1,8 @@
 """Training the detector: the generator's own embedding and LSTM layers, a new two-way head, and `Trainer`.
 
 Starting from the generator means the detector begins with everything the generator knows about how reviews are
-written; fine-tuning teaches it where the generator's writing differs. Each step shows the model random crops of
-random length, so it learns to judge a 60-character snippet as well as a whole review.
+written; fine-tuning teaches it where the generator's writing differs. Each step shows the model crops of a random
+length, so it learns to judge a 60-character snippet as well as a whole review.
 """
 
 import math
@@ -24,10 +24,13 @@ from .training import TRAINER_STATE
 TOKENIZER_KWARGS = {"split_special_tokens": True, "truncation": True}
 
 
-class RandomCrops:
+class EqualLengthCrops:
     """
-    The data collator: cuts each text to a random length between `min_chars` and `max_chars` (log-uniform, so short
-    snippets are common), half the time from its start and half from a random place, then tokenizes the batch.
+    The data collator: draws one length per batch (log-uniform between `min_chars` and `max_chars`, so short
+    snippets are common), caps it at the batch's shortest text and cuts every text to exactly that length, half the
+    time from its start and otherwise from a random place. Equal lengths mean no padding, which matters on a CPU:
+    an LSTM backward pass over a padded (packed) batch measured 9x slower than over the same batch unpadded. The
+    trainer puts texts of similar length in one batch (`group_by_length`), so the cap seldom bites.
     """
 
     def __init__(self, tokenizer, min_chars: int, max_chars: int, seed: int):
@@ -35,16 +38,15 @@ class RandomCrops:
         self.min_chars, self.max_chars = min_chars, max_chars
         self.rng = random.Random(seed)
 
-    def crop(self, text: str) -> str:
-        length = round(math.exp(self.rng.uniform(math.log(self.min_chars), math.log(self.max_chars))))
-        if len(text) <= length:
-            return text
+    def crop(self, text: str, length: int) -> str:
         start = 0 if self.rng.random() < 0.5 else self.rng.randrange(len(text) - length + 1)
         return text[start : start + length]
 
     def __call__(self, rows: list[dict]) -> dict:
+        drawn = round(math.exp(self.rng.uniform(math.log(self.min_chars), math.log(self.max_chars))))
+        length = min([drawn] + [len(row["text"]) for row in rows])
         batch = self.tokenizer(
-            [self.crop(row["text"]) for row in rows], padding=True, return_tensors="pt", **TOKENIZER_KWARGS
+            [self.crop(row["text"], length) for row in rows], return_tensors="pt", **TOKENIZER_KWARGS
         )
         batch["labels"] = torch.tensor([row["label"] for row in rows])
         return batch
@@ -102,16 +104,18 @@ def train_detector(
         save_steps=max(1, max_steps // 5),
         save_total_limit=1,
         remove_unused_columns=False,  # the collator needs the raw text
+        train_sampling_strategy="group_by_length",  # by the data's `length` column
         report_to="none",
         seed=seed,
         use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True,
     )
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=data["train"].select_columns(["text", "label"]),
-        data_collator=RandomCrops(tokenizer, min_chars, max_chars, seed),
+        train_dataset=data["train"].select_columns(["text", "label", "length"]),
+        data_collator=EqualLengthCrops(tokenizer, min_chars, max_chars, seed),
     )
     started = time.perf_counter()
     resume = last_complete_checkpoint(checkpoints)

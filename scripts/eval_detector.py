@@ -19,13 +19,11 @@ import sys
 import time
 
 import datasets
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from charlstm.detection import THRESHOLD, Detector
 from charlstm.detection_metrics import roc_auc, threshold_metrics
 from charlstm.detector_data import MACHINE
-from charlstm.generation import BUNDLED_MODEL
+from charlstm.generation import load_generator
 from charlstm.scoring import score_texts
 from charlstm.zero_shot import ZeroShotDetector, text_statistics
 
@@ -39,7 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="directory written by `charlstm detector build-data`")
     parser.add_argument("--detector", help="detector directory (default: the bundled detector)")
-    parser.add_argument("--generator", default=str(BUNDLED_MODEL), help="generator for the zero-shot baseline")
+    parser.add_argument("--generator", help="generator for the zero-shot baseline (default: the bundled model)")
     parser.add_argument("--calibration-texts", type=int, default=1000,
                         help="training texts the zero-shot baseline is calibrated on (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -72,17 +70,16 @@ def main() -> int:
     data = datasets.load_from_disk(args.data)
     test, train = data["test"], data["train"]
     detector = Detector(args.detector)
-    tokenizer = AutoTokenizer.from_pretrained(args.generator)
-    generator = AutoModelForCausalLM.from_pretrained(args.generator, dtype=torch.float32).eval()
+    generator = load_generator(args.generator)
 
     # The calibration texts: a seeded sample of the train split, both classes.
     chosen = random.Random(0).sample(range(len(train)), min(args.calibration_texts, len(train)))
     calibration = train.select(chosen)
     calibration_texts = list(calibration["text"])
     calibration_labels = [int(label == MACHINE) for label in calibration["label"]]
-    calibration_scores = score_texts(generator, tokenizer, calibration_texts, batch_size=args.batch_size)
+    calibration_scores = score_texts(generator.model, generator.tokenizer, calibration_texts, args.batch_size)
     test_texts = list(test["text"])
-    test_scores = score_texts(generator, tokenizer, test_texts, batch_size=args.batch_size)
+    test_scores = score_texts(generator.model, generator.tokenizer, test_texts, args.batch_size)
     test_labels = [int(label == MACHINE) for label in test["label"]]
     test_temperatures = list(test["temperature"])
     temperatures = sorted({t for t in test_temperatures if t is not None})
@@ -124,7 +121,7 @@ def main() -> int:
         "data": args.data,
         "detector": detector.path,
         "detector_threshold": THRESHOLD,
-        "generator": args.generator,
+        "generator": generator.source,
         "zero_shot_calibration": calibrations,
         "calibration_texts": len(calibration),
         "rows": rows,
@@ -166,4 +163,8 @@ def method_cells(figures: dict, auc_width: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, ValueError) as error:
+        print(f"eval_detector: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -19,7 +19,7 @@ from charlstm.data import load_reviews
 from charlstm.detection import Detector, evaluate
 from charlstm.detection_metrics import best_threshold, roc_auc, threshold_metrics
 from charlstm.detector_data import up_to_last_sentence_end
-from charlstm.detector_training import last_complete_checkpoint
+from charlstm.detector_training import EqualLengthCrops, last_complete_checkpoint
 from charlstm.zero_shot import ZeroShotDetector, statistics_of_texts
 from tests.conftest import make_tiny_model
 
@@ -235,6 +235,24 @@ def test_train_bad_input_exits_2(tiny_model_dir, detector_data_dir, tmp_path, ca
     assert main(["detector", "train", str(detector_data_dir), str(tmp_path / "out"),
                  "--generator", str(tiny_model_dir), "--layers", "3"]) == 2
     assert "--layers must be from 1 to 2" in capsys.readouterr().err
+
+
+def test_training_batches_are_equal_length_crops_without_padding(tiny_tokenizer):
+    texts = review_like_texts(40, seed=7)
+    rows = [{"text": text, "label": index % 2} for index, text in enumerate(texts)]
+    collate = EqualLengthCrops(tiny_tokenizer, min_chars=20, max_chars=100, seed=0)
+    lengths = set()
+    for start in range(0, 40, 8):
+        chunk = rows[start : start + 8]
+        batch = collate(chunk)
+        assert bool(batch["attention_mask"].all())
+        length = batch["input_ids"].shape[1] - 1  # <bos> first
+        assert 1 <= length <= min([100] + [len(row["text"]) for row in chunk])
+        for ids, row in zip(batch["input_ids"], chunk):
+            assert tiny_tokenizer.decode(ids[1:]) in row["text"]
+        assert batch["labels"].tolist() == [row["label"] for row in chunk]
+        lengths.add(length)
+    assert len(lengths) > 1
 
 
 def test_resume_skips_a_checkpoint_cut_off_mid_write(tmp_path):
