@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
-from transformers import pipeline
+import torch
+from transformers import AutoConfig, pipeline
 
 from .cli import UsageError
 from .detection_metrics import roc_auc, threshold_metrics
 from .detector_data import MACHINE, SamplingGrid, build_detector_data, held_out_reviews
 from .detector_training import TOKENIZER_KWARGS, train_detector
-from .generation import BUNDLED_MODEL, load_generator
+from .generation import BUNDLED_MODEL, load_generator, require_model_source
 from .training import _write_json as write_json_atomically
 
 # The detector the project ships, made by `charlstm detector train` from the bundled generator.
@@ -38,7 +39,7 @@ class Detection:
 
 
 class Detector:
-    """A saved detector behind `pipeline("text-classification")`."""
+    """A saved detector (a local directory or a Hub id) behind `pipeline("text-classification")`."""
 
     def __init__(self, path: str | os.PathLike | None = None):
         if path is None:
@@ -48,12 +49,16 @@ class Detector:
                     "`charlstm detector train` (see the README); or pass a detector directory with --detector"
                 )
             path = BUNDLED_DETECTOR
-        if not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"{path} is not a saved detector directory (no config.json)")
-        self.path = str(path)
-        self.pipeline = pipeline("text-classification", model=self.path, device="cpu")
-        if set(self.pipeline.model.config.label2id) != {"human", "machine"}:
-            raise ValueError(f"{path} is not a detector: its labels are {sorted(self.pipeline.model.config.label2id)}")
+        self.path = require_model_source(path)
+        try:
+            labels = sorted(AutoConfig.from_pretrained(self.path).label2id)
+            if labels != ["human", "machine"]:
+                raise ValueError(f"{self.path} is not a detector: its labels are {labels}, not human and machine")
+            # float32 whatever the stored dtype: half-precision LSTM steps on a CPU are slow or unsupported.
+            self.pipeline = pipeline("text-classification", model=self.path, device="cpu", dtype=torch.float32)
+        except OSError as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise FileNotFoundError(f"could not load the detector {self.path}: {first_line}") from None
         # <bos> takes one position of model_max_length.
         self.max_characters = self.pipeline.tokenizer.model_max_length - 1
 
@@ -106,7 +111,7 @@ def register(subparsers) -> None:
     given = detect.add_mutually_exclusive_group(required=True)
     given.add_argument("text", nargs="?", help="the review to judge")
     given.add_argument("--file", help="a .jsonl file with one {'text': ...} per line, or any other file as one review")
-    detect.add_argument("--detector", help="saved detector directory (default: the bundled detector)")
+    detect.add_argument("--detector", help="saved detector directory or Hub id (default: the bundled detector)")
     detect.add_argument("--json", action="store_true", help="print a JSON list, one object per review")
     detect.set_defaults(func=run_detect)
 
@@ -203,7 +208,8 @@ def run_detect(args) -> int:
 
 
 def run_build_data(args) -> int:
-    generator = load_generator(args.generator)
+    # Full precision: the data should hold what the generator itself writes, the same on every CPU.
+    generator = load_generator(args.generator, int8=False)
     reviews = held_out_reviews(generator.source, args.human_data, args.validation_fraction, args.data_seed)
     grid = SamplingGrid(args.temperatures, args.top_ks, args.top_ps, args.max_new_tokens)
     data = build_detector_data(

@@ -70,7 +70,7 @@ def main() -> int:
     data = datasets.load_from_disk(args.data)
     test, train = data["test"], data["train"]
     detector = Detector(args.detector)
-    generator = load_generator(args.generator)
+    generator = load_generator(args.generator, int8=False)  # the generator's exact probabilities
 
     # The calibration texts: a seeded sample of the train split, both classes.
     chosen = random.Random(0).sample(range(len(train)), min(args.calibration_texts, len(train)))

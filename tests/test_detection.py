@@ -195,16 +195,18 @@ def test_detect_command_notes_truncation(detector_dir, capsys):
     [
         (["detect", ""], "empty"),
         (["detect", "   \n"], "empty"),
-        (["detect", "fine", "--detector", "{missing}"], "not a saved detector"),
+        (["detect", "fine", "--detector", "{missing}"], "does not exist"),
+        (["detect", "fine", "--detector", "{generator}"], "not a detector"),
         (["detect", "--file", "{missing}"], "No such file"),
         (["detect", "--file", "{bad_jsonl}"], "line 2"),
         (["detect", "--file", "{empty_jsonl}"], "no reviews"),
     ],
 )
-def test_detect_bad_input_exits_2_with_a_message(detector_dir, tmp_path, capsys, arguments, message):
+def test_detect_bad_input_exits_2_with_a_message(detector_dir, generator_dir, tmp_path, capsys, arguments, message):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n["not", "an", "object"]\n')
     (tmp_path / "empty.jsonl").write_text("\n")
-    paths = {"missing": tmp_path / "missing", "bad_jsonl": tmp_path / "bad.jsonl", "empty_jsonl": tmp_path / "empty.jsonl"}
+    paths = {"missing": tmp_path / "missing", "bad_jsonl": tmp_path / "bad.jsonl", "empty_jsonl": tmp_path / "empty.jsonl",
+             "generator": generator_dir}
     arguments = [argument.format(**paths) for argument in arguments]
     if "--detector" not in arguments:
         arguments += ["--detector", str(detector_dir)]
