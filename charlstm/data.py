@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from .cli import UsageError
@@ -273,7 +274,8 @@ class _Framing:
         # inside a review stays seven characters (only single characters are looked up).
         self.ids = tokenizer.get_vocab()
 
-    def __call__(self, batch: dict) -> dict:
+    def frame(self, batch: dict) -> tuple[list[int], list[int]]:
+        """The batch's reviews as one stream of ids, and the labels the loss reads (prefix tokens ignored)."""
         tokenizer, lookup, unk = self.tokenizer, self.ids.get, self.tokenizer.unk_token_id
         ids, labels = [], []
         for index, text in enumerate(batch["text"]):
@@ -283,11 +285,27 @@ class _Framing:
                 prefix.append(self.star_ids[batch["stars"][index]])
             ids += prefix + chars + [tokenizer.eos_token_id]
             labels += [IGNORE_INDEX] * len(prefix) + chars + [tokenizer.eos_token_id]
+        return ids, labels
+
+    def __call__(self, batch: dict) -> dict:
+        ids, labels = self.frame(batch)
+        pad = self.tokenizer.pad_token_id
         blocks = {"input_ids": [], "labels": []}
         for start in range(0, max(len(ids) - 1, 0), self.block - 1):
             block_ids, block_labels = ids[start : start + self.block], labels[start : start + self.block]
             padding = self.block - len(block_ids)
-            blocks["input_ids"].append(block_ids + [tokenizer.pad_token_id] * padding)
+            blocks["input_ids"].append(block_ids + [pad] * padding)
             # The first label of a block is never read (the model shifts labels); ignoring it keeps counts exact.
             blocks["labels"].append([IGNORE_INDEX] + block_labels[1:] + [IGNORE_INDEX] * padding)
         return blocks
+
+
+def framed_stream(reviews: Dataset, tokenizer: CharLSTMTokenizer, condition_on_stars: bool):
+    """All reviews framed as `pack_reviews` frames them, as one stream: (ids, labels) int32 arrays."""
+    framing = _Framing(tokenizer, seq_len=1, condition_on_stars=condition_on_stars)
+    ids, labels = [], []
+    for batch in reviews.iter(batch_size=1000):
+        batch_ids, batch_labels = framing.frame(batch)
+        ids.append(np.asarray(batch_ids, dtype=np.int32))
+        labels.append(np.asarray(batch_labels, dtype=np.int32))
+    return np.concatenate(ids), np.concatenate(labels)

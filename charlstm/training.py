@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,13 +26,15 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from datasets import Dataset
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .cli import UsageError
 from .configuration_charlstm import CharLSTMConfig
-from .data import DEFAULT_DATASET, IGNORE_INDEX, build_tokenizer, load_reviews, pack_reviews
+from .data import DEFAULT_DATASET, IGNORE_INDEX, Reviews, build_tokenizer, load_reviews, pack_reviews
 from .modeling_charlstm import CharLSTMForCausalLM
+from .tokenization_charlstm import CharLSTMTokenizer
 
 # Model sizes. `base` is the two-layer [1024, 512] model of the IBM "generate fake reviews" code pattern.
 PRESETS = {
@@ -170,23 +173,25 @@ def bits_per_character(prediction) -> dict[str, float]:
 
 class WallClockBudget(TrainerCallback, ExportableState):
     """
-    Stops training after `max_minutes` of training time, with a last evaluation and checkpoint. Time already spent
-    before a resume travels in the checkpoint. Under DDP every process takes the slowest clock, so all stop at the
-    same step and use the same learning rate.
+    Keeps the training time of a run across resumes and, given `max_minutes`, stops training at that budget with a
+    last evaluation and checkpoint. The time spent so far is saved in each checkpoint's trainer state and a resumed
+    run starts from it (`time_spent`); the budget is the resumed command's, so `--resume --max-minutes` can extend
+    a run. Under DDP every process takes the slowest clock, so all stop at the same step with the same learning rate.
     """
 
-    def __init__(self, max_minutes: float, elapsed_seconds: float = 0.0):
+    def __init__(self, max_minutes: float | None = None, elapsed_seconds: float = 0.0):
         self.max_minutes = max_minutes
         self.elapsed_seconds = elapsed_seconds
-        self._session_start = None
         self._before_session = elapsed_seconds
+        self._session_start = time.monotonic()
 
     def state(self) -> dict:
         return {"args": {"max_minutes": self.max_minutes}, "attributes": {"elapsed_seconds": self.elapsed_seconds}}
 
     @property
     def fraction(self) -> float:
-        return min(self.elapsed_seconds / (60.0 * self.max_minutes), 1.0)
+        """Share of the budget used (0 without a budget)."""
+        return min(self.elapsed_seconds / (60.0 * self.max_minutes), 1.0) if self.max_minutes else 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._before_session = self.elapsed_seconds
@@ -194,7 +199,7 @@ class WallClockBudget(TrainerCallback, ExportableState):
 
     def on_step_end(self, args, state, control, **kwargs):
         elapsed = torch.tensor(self._before_session + time.monotonic() - self._session_start, dtype=torch.float64)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.max_minutes and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(elapsed, op=torch.distributed.ReduceOp.MAX)
         self.elapsed_seconds = float(elapsed)
         if self.fraction >= 1.0:
@@ -204,38 +209,45 @@ class WallClockBudget(TrainerCallback, ExportableState):
         return control
 
 
+def time_spent(checkpoint: str | None) -> float:
+    """Training seconds the run of a checkpoint had used (0 for a fresh run)."""
+    if checkpoint is None:
+        return 0.0
+    with open(os.path.join(checkpoint, TRAINER_STATE), encoding="utf-8") as handle:
+        saved = json.load(handle).get("stateful_callbacks", {}).get(WallClockBudget.__name__, {})
+    return float(saved.get("attributes", {}).get("elapsed_seconds", 0.0))
+
+
 class CharLSTMTrainer(Trainer):
     """A Trainer whose learning-rate schedule runs on max(steps done, budget used) when a time budget is set."""
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is not None or self._budget() is None:
+        if self.lr_scheduler is not None or not self.clock.max_minutes:
             return super().create_scheduler(num_training_steps, optimizer)
         warmup = self.args.get_warmup_steps(num_training_steps)
-        shape = self.args.lr_scheduler_type.value if hasattr(self.args.lr_scheduler_type, "value") else str(
-            self.args.lr_scheduler_type
-        )
+        shape = str(getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type))
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            budget = self._budget()  # looked up each time: resuming replaces the callback object
-            progress = max(step / max(num_training_steps, 1), budget.fraction if budget else 0.0)
+            progress = min(max(step / max(num_training_steps, 1), self.clock.fraction), 1.0)
             if shape == "cosine":
-                return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
             if shape == "linear":
-                return max(1.0 - progress, 0.0)
+                return 1.0 - progress
             return 1.0
 
         self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
         return self.lr_scheduler
 
-    def _budget(self) -> WallClockBudget | None:
-        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, WallClockBudget)), None)
+    @property
+    def clock(self) -> WallClockBudget:
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, WallClockBudget))
 
 
-def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max_minutes=None, callbacks=()):
+def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max_minutes=None, callbacks=(),
+                 elapsed_seconds=0.0):
     """The Trainer every command and benchmark uses, so they all measure the same loop."""
-    budget = [WallClockBudget(max_minutes)] if max_minutes else []
     return CharLSTMTrainer(
         model=model,
         args=training_args,
@@ -244,7 +256,7 @@ def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max
         processing_class=tokenizer,
         compute_metrics=bits_per_character,
         preprocess_logits_for_metrics=summed_nll,
-        callbacks=[*budget, *callbacks],
+        callbacks=[WallClockBudget(max_minutes, elapsed_seconds), *callbacks],
     )
 
 
@@ -276,7 +288,6 @@ def evaluate_bpc(trainer, reviews, tokenizer, seq_len, condition_on_stars, num_p
 
 
 def run_train(args) -> int:
-    _check_train_arguments(args)
     # Imported here: the hub module renders model cards, which read this module's file names.
     from .hub import check_push_target, push_to_hub
 
@@ -284,26 +295,11 @@ def run_train(args) -> int:
         raise UsageError("--push-to-hub and --hub-model-id NAMESPACE/NAME go together")
     if args.push_to_hub:
         check_push_target(args.hub_model_id)  # a bad id or a missing token fails now, not after training
-    checkpoint = _prepare_output_dir(args)
-    training_args = _training_arguments(args)
     started = time.time()
-
-    with training_args.main_process_first(local=False, desc="preparing data"):
-        reviews = load_reviews(
-            args.dataset, args.text_column, args.label_column, need_stars=args.condition_on_stars,
-            held_out_split=args.eval_split, validation_fraction=args.validation_fraction, seed=args.seed,
-        )
-        # A resumed run keeps the vocabulary and model shape of its checkpoint.
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else build_tokenizer(
-            reviews, args.vocab_coverage
-        )
-        train_blocks = pack_reviews(reviews.train, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
-                                    desc="packing train")
-        eval_blocks = pack_reviews(reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
-                                   desc="packing held-out")
-    model = _new_model(args, tokenizer, checkpoint)
-
-    trainer = make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, args.max_minutes)
+    run = prepare_run(args)
+    reviews, tokenizer, checkpoint = run.reviews, run.tokenizer, run.checkpoint
+    trainer = make_trainer(run.model, tokenizer, run.training_args, run.train_blocks, run.eval_blocks, args.max_minutes,
+                           elapsed_seconds=time_spent(checkpoint))
     result = trainer.train(resume_from_checkpoint=checkpoint)
     # load_best_model_at_end has put the best checkpoint's weights back in place.
     final = evaluate_bpc(trainer, reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc)
@@ -327,6 +323,41 @@ def run_train(args) -> int:
             pushed = push_to_hub(args.output_dir, args.hub_model_id)
             print(f"pushed to {pushed.url}; load it with revision={pushed.pinned_revision!r}")
     return 0
+
+
+@dataclass
+class PreparedRun:
+    """Everything a training run needs before the loop starts; the benchmarks build theirs the same way."""
+
+    reviews: Reviews
+    tokenizer: CharLSTMTokenizer
+    train_blocks: Dataset
+    eval_blocks: Dataset
+    model: CharLSTMForCausalLM
+    training_args: TrainingArguments
+    checkpoint: str | None  # the checkpoint a resumed run continues from
+
+
+def prepare_run(args) -> PreparedRun:
+    """Checks the output directory, loads and packs the data, and builds (or reloads the shape of) the model."""
+    _check_train_arguments(args)
+    checkpoint = _prepare_output_dir(args)
+    training_args = _training_arguments(args)
+    with training_args.main_process_first(local=False, desc="preparing data"):
+        reviews = load_reviews(
+            args.dataset, args.text_column, args.label_column, need_stars=args.condition_on_stars,
+            held_out_split=args.eval_split, validation_fraction=args.validation_fraction, seed=args.seed,
+        )
+        # A resumed run keeps the vocabulary and model shape of its checkpoint.
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else build_tokenizer(
+            reviews, args.vocab_coverage
+        )
+        train_blocks = pack_reviews(reviews.train, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
+                                    desc="packing train")
+        eval_blocks = pack_reviews(reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
+                                   desc="packing held-out")
+    model = _new_model(args, tokenizer, checkpoint)
+    return PreparedRun(reviews, tokenizer, train_blocks, eval_blocks, model, training_args, checkpoint)
 
 
 def _check_train_arguments(args) -> None:
@@ -459,7 +490,10 @@ def _new_model(args, tokenizer, checkpoint: str | None) -> CharLSTMForCausalLM:
 def _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, seconds) -> dict:
     state = trainer.state
     world = trainer.args.world_size
-    characters_seen = state.global_step * args.batch_size * world * args.gradient_accumulation_steps * args.seq_len
+    characters_per_step = args.batch_size * world * args.gradient_accumulation_steps * args.seq_len
+    characters_seen = state.global_step * characters_per_step
+    resumed_from = _checkpoint_step(checkpoint) if checkpoint else None
+    characters_this_session = (state.global_step - (resumed_from or 0)) * characters_per_step
     runtime = result.metrics.get("train_runtime") or 0.0
     return {
         "dataset": args.dataset,
@@ -492,13 +526,14 @@ def _training_log(args, reviews, tokenizer, model, trainer, result, final, check
         "steps": state.global_step,
         "characters_seen": characters_seen,
         "epochs_done": state.epoch,
-        "train_minutes": round(runtime / 60.0, 2),
-        "characters_per_second": round(characters_seen / runtime, 1) if runtime else None,
+        "train_minutes": round(trainer.clock.elapsed_seconds / 60.0, 3),  # across resumes
+        "session_minutes": round(runtime / 60.0, 3),  # this command's train() only
+        "characters_per_second": round(characters_this_session / runtime, 1) if runtime else None,
         "wall_minutes": round(seconds / 60.0, 2),
         "device": _device_name(trainer.args.device, world),
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         "best_checkpoint_step": state.best_global_step,
-        "resumed_from_step": _checkpoint_step(checkpoint) if checkpoint else None,
+        "resumed_from_step": resumed_from,
         "history": _history(state.log_history),
         "final": final,
         "versions": {"torch": torch.__version__, "transformers": sys.modules["transformers"].__version__},

@@ -200,6 +200,21 @@ def test_eval_of_a_missing_model_is_a_one_line_error(tmp_path, reviews_file, cap
     assert capsys.readouterr().err.strip().startswith("charlstm eval: error: no model directory")
 
 
+def test_a_time_budget_ends_training_and_a_resume_can_extend_it(tmp_path, reviews_file):
+    # Without a step limit the run has 10,000 epochs to go: only the budget can end it.
+    run = ["train", "--dataset", reviews_file, *TINY_RUN, "--eval-steps", "100000", "--output-dir", str(tmp_path)]
+    assert main([*run, "--max-minutes", "0.05"]) == 0
+    first = read_log(tmp_path)
+    assert 0.05 <= first["train_minutes"] < 0.07
+    assert first["steps"] > 0 and len(held_out_curve(first)) == 1  # a last evaluation when the budget ran out
+
+    assert main([*run, "--max-minutes", "0.1", "--resume"]) == 0
+    second = read_log(tmp_path)
+    assert second["resumed_from_step"] == first["steps"] < second["steps"]
+    # The 3 s already spent count: this session trains for the remaining 3 s, not for a fresh 6 s.
+    assert 0.1 <= second["train_minutes"] < 0.12 and second["session_minutes"] < 0.09
+
+
 def last_complete_step(directory) -> int | None:
     steps = [int(name.split("-")[1]) for name in os.listdir(directory) if name.startswith("checkpoint-")
              and os.path.isfile(os.path.join(directory, name, "trainer_state.json"))]
