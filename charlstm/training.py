@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from datasets import Dataset
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
     AutoModelForCausalLM,
@@ -26,8 +27,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from datasets import Dataset
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .cli import UsageError
@@ -624,6 +624,7 @@ def run_eval(args) -> int:
         compute_metrics=bits_per_character,
         preprocess_logits_for_metrics=summed_nll,
     )
+    trainer.remove_callback(PrinterCallback)  # the summary below says it once, readably
     result = evaluate_bpc(trainer, chosen, tokenizer, args.seq_len, conditioned, args.num_proc)
     split = args.eval_split or f"held-out {args.validation_fraction:g} of train, seed {args.seed}"
     report = {"model": args.model, "dataset": args.dataset, "split": split, "seq_len": args.seq_len, **result}
