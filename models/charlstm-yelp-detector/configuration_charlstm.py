@@ -1,0 +1,97 @@
+"""Configuration of the character-level LSTM (`model_type = "charlstm"`).
+
+This file travels to the Hub next to the weights, so it imports nothing from the `charlstm` package.
+"""
+
+from transformers import PreTrainedConfig
+
+# Where the Auto classes find each class when the code files travel with the weights (trust_remote_code). The
+# library only writes entries for the classes actually saved, so the full map is set here for every config.
+AUTO_MAP = {
+    "AutoConfig": "configuration_charlstm.CharLSTMConfig",
+    "AutoModel": "modeling_charlstm.CharLSTMModel",
+    "AutoModelForCausalLM": "modeling_charlstm.CharLSTMForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_charlstm.CharLSTMForSequenceClassification",
+}
+
+# Number of special tokens the tokenizer always puts first: pad, bos, eos, unk and one token per star rating.
+NUM_SPECIAL_TOKENS = 9
+
+
+class CharLSTMConfig(PreTrainedConfig):
+    r"""
+    A stack of LSTM layers over character embeddings.
+
+    Args:
+        vocab_size: number of tokens (special tokens plus characters); `len(tokenizer)`.
+        embedding_dim: size of the character embedding fed to the first layer.
+        hidden_sizes: one hidden size per LSTM layer; sizes may differ between layers. `[1024, 512]` is the
+            two-layer model of the IBM "generate fake reviews" code pattern.
+        dropout: dropout applied to the output of every LSTM layer during training.
+        tie_word_embeddings: share the output projection with the input embedding; needs
+            `hidden_sizes[-1] == embedding_dim`.
+        conditioned_on_stars: whether the model was trained with a star-rating token at the start of each review.
+        classifier_dropout: dropout before the classification head of `CharLSTMForSequenceClassification`.
+    """
+
+    model_type = "charlstm"
+
+    def __init__(
+        self,
+        vocab_size: int = 128,
+        embedding_dim: int = 64,
+        hidden_sizes: list[int] | None = None,
+        dropout: float = 0.0,
+        tie_word_embeddings: bool = False,
+        conditioned_on_stars: bool = False,
+        classifier_dropout: float = 0.1,
+        pad_token_id: int | None = 0,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | None = 2,
+        use_cache: bool = True,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.hidden_sizes = list(hidden_sizes) if hidden_sizes is not None else [256, 256]
+        self.dropout = dropout
+        self.tie_word_embeddings = tie_word_embeddings
+        self.conditioned_on_stars = conditioned_on_stars
+        self.classifier_dropout = classifier_dropout
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.use_cache = use_cache
+        self._check()
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
+        super().__init__(**kwargs)
+
+    def _check(self):
+        """Refuse combinations that would only fail later, deep inside torch, with a message naming the field."""
+        if not isinstance(self.vocab_size, int) or self.vocab_size < NUM_SPECIAL_TOKENS:
+            raise ValueError(
+                f"vocab_size must be an integer >= {NUM_SPECIAL_TOKENS} (the special tokens), got {self.vocab_size!r}"
+            )
+        if not isinstance(self.embedding_dim, int) or self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be a positive integer, got {self.embedding_dim!r}")
+        if not self.hidden_sizes:
+            raise ValueError("hidden_sizes must name at least one LSTM layer, got an empty list")
+        if not all(isinstance(size, int) and size >= 1 for size in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
+        if self.tie_word_embeddings and self.hidden_sizes[-1] != self.embedding_dim:
+            raise ValueError(
+                "tie_word_embeddings needs hidden_sizes[-1] == embedding_dim, "
+                f"got hidden_sizes[-1]={self.hidden_sizes[-1]} and embedding_dim={self.embedding_dim}"
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
+                raise ValueError(f"{name} must be None or an id below vocab_size={self.vocab_size}, got {value!r}")
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.hidden_sizes)

@@ -1,0 +1,424 @@
+"""A character-level LSTM as `transformers` models: the bare stack, a causal LM head and a classification head.
+
+Reads top to bottom like the library's own model files: cache, outputs, layers, pre-trained base, heads.
+This file travels to the Hub next to the weights, so its only local import is the (single-dot) configuration.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_charlstm import CharLSTMConfig
+
+
+class CharLSTMCache:
+    """
+    The recurrent state `(h, c)` of every layer after the last character seen: the whole "cache" of an LSTM.
+
+    `generate` hands it back to `forward` each step, which then reads only the newest character and updates the
+    state in place. It is not a `transformers.Cache`: there is nothing to crop or slice, so it says it is linear
+    (`generate` then never re-slices the prompt against a past length).
+    """
+
+    is_compileable = False
+    is_croppable = False
+
+    def __init__(self, hidden: list[torch.Tensor], cell: list[torch.Tensor], seen_tokens: int = 0):
+        self.hidden = hidden
+        self.cell = cell
+        self.seen_tokens = seen_tokens
+
+    @classmethod
+    def zeros(cls, config: CharLSTMConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
+        def state():
+            return [torch.zeros(batch_size, size, dtype=dtype, device=device) for size in config.hidden_sizes]
+
+        return cls(state(), state())
+
+    @property
+    def is_linear(self) -> list[bool]:
+        return [True] * len(self.hidden)
+
+    def __len__(self) -> int:
+        return len(self.hidden)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search keeps the states of the surviving beams."""
+        self.hidden = [h.index_select(0, beam_idx.to(h.device)) for h in self.hidden]
+        self.cell = [c.index_select(0, beam_idx.to(c.device)) for c in self.cell]
+
+
+@dataclass
+class CharLSTMOutput(ModelOutput):
+    """
+    last_hidden_state: top-layer output at every position; a padding position repeats the output of the last real
+        character before it (or the incoming state if none came before).
+    cache: the state after the last real character of each row, when `use_cache`.
+    hidden_states: the embeddings and each layer's output, when `output_hidden_states`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: CharLSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CharLSTMCausalLMOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: CharLSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CharLSTMSequenceClassifierOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    One character through one layer. `torch.lstm_cell` on the layer's own weights skips the sequence machinery of
+    `nn.LSTM`, which costs about half the time of a batch-1 step on CPU. An int8 layer (`charlstm.quantize`) keeps
+    packed weights that only its own module can use, so it runs as a one-character sequence.
+    """
+    if hasattr(lstm, "weight_ih_l0"):
+        return torch.lstm_cell(x, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+    _, (h, c) = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+    return h[0], c[0]
+
+
+class PaddedBatch:
+    """
+    Runs rows with padding anywhere (left, right or both) so that padding never touches the state.
+
+    Each row's real characters are moved to the front and run as a packed sequence, which keeps the fused LSTM
+    kernel and starts every row from its own incoming state. Outputs are then put back at the original positions;
+    a padding position repeats the output of the last real character before it.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        real = mask.bool()
+        self.lengths = real.sum(dim=1)
+        self.has_tokens = self.lengths > 0
+        # Stable sort: real positions first, in their original order.
+        self.order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+        # 0 = no real character yet at this position (use the incoming state), k = the k-th real character.
+        self.source = real.long().cumsum(dim=1)
+
+    def pack(self, x: torch.Tensor) -> PackedSequence:
+        compact = x.gather(1, self.order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        # A row with no real character is packed with length 1 and its state restored afterwards.
+        return pack_padded_sequence(compact, self.lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+
+    def unpack(self, packed: PackedSequence, incoming: torch.Tensor) -> torch.Tensor:
+        compact, _ = pad_packed_sequence(packed, batch_first=True, total_length=self.source.shape[1])
+        with_incoming = torch.cat([incoming.unsqueeze(1), compact], dim=1)
+        return with_incoming.gather(1, self.source.unsqueeze(-1).expand(-1, -1, compact.shape[-1]))
+
+    def keep_state(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.has_tokens.unsqueeze(-1), new, old)
+
+
+class CharLSTMPreTrainedModel(PreTrainedModel):
+    config_class = CharLSTMConfig
+    config: CharLSTMConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _is_stateful = True
+    _no_split_modules = []
+    _supports_cache_class = False
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # The LSTM state is the cache: generate must not hand forward a DynamicCache of keys and values.
+        return False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As the library's, but a corrupt or truncated weights file says so instead of a bare safetensors error."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"The weights of {str(pretrained_model_name_or_path)!r} cannot be read: model.safetensors is corrupt "
+                f"or truncated ({error}). Download or save the model again."
+            ) from error
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Refuses int8 models: their packed weights are no safetensors, and int8 is quick to redo after loading."""
+        if any(type(module).__module__.startswith("torch.ao.nn.quantized") for module in self.modules()):
+            raise ValueError(
+                "This model has int8 weights for CPU inference, which cannot be saved. Save the fp32 model "
+                "instead and quantize after loading (charlstm.quantize(model))."
+            )
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, nn.Embedding):
+            # Unit-variance embeddings: the library default N(0, 0.02) made a char-LSTM stall near loss 3.0.
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        elif isinstance(module, nn.LSTM):
+            # PyTorch's own LSTM initialisation, expressed with the helpers that leave loaded weights alone.
+            bound = module.hidden_size**-0.5
+            for parameter in module.parameters():
+                init.uniform_(parameter, -bound, bound)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class CharLSTMModel(CharLSTMPreTrainedModel):
+    """Character embeddings followed by one `nn.LSTM` per entry of `config.hidden_sizes`."""
+
+    def __init__(self, config: CharLSTMConfig):
+        super().__init__(config)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
+        input_sizes = [config.embedding_dim, *config.hidden_sizes[:-1]]
+        self.layers = nn.ModuleList(
+            nn.LSTM(inputs, hidden, batch_first=True) for inputs, hidden in zip(input_sizes, config.hidden_sizes)
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: CharLSTMCache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CharLSTMOutput | tuple:
+        """
+        `attention_mask` may be longer than the input (during `generate` it covers the whole text so far): its last
+        `input_ids.shape[1]` columns belong to this input. `cache` is updated in place and returned.
+        """
+        hidden, cache, hidden_states = self.run(
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if not return_dict:
+            return tuple(value for value in (hidden, cache, hidden_states) if value is not None)
+        return CharLSTMOutput(last_hidden_state=hidden, cache=cache, hidden_states=hidden_states)
+
+    def run(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: CharLSTMCache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> tuple[torch.Tensor, CharLSTMCache | None, tuple[torch.Tensor, ...] | None]:
+        """
+        `forward` without the output object: `(last_hidden_state, cache, hidden_states)`. The heads call this,
+        since building a `ModelOutput` costs about as much as a whole LSTM step of a small model on CPU.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            if input_ids.shape[-1] == 0:
+                raise ValueError("input_ids is empty: give at least one token (the tokenizer adds <bos>)")
+            inputs_embeds = self.embeddings(input_ids)
+        use_cache = use_cache if use_cache is not None else (cache is not None or self.config.use_cache)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        batch_size, length = inputs_embeds.shape[:2]
+
+        padded = None
+        if attention_mask is not None:
+            mask = attention_mask[:, -length:]
+            if not bool(mask.all()):
+                padded = PaddedBatch(mask)
+        # Only a plain multi-character run without a cache can let nn.LSTM start from its own zero state.
+        if cache is None and (use_cache or length == 1 or padded is not None):
+            cache = CharLSTMCache.zeros(self.config, batch_size, inputs_embeds.dtype, inputs_embeds.device)
+        # Dropout is skipped outright outside training: even a no-op call costs time on the one-character path.
+        dropout = self.dropout if self.training else _identity
+
+        hidden = inputs_embeds
+        all_hidden = [hidden] if output_hidden_states else None
+        if length == 1 and padded is None:
+            # One new character per row: the decoding step of generate.
+            hidden = hidden[:, 0]
+            for index, lstm in enumerate(self.layers):
+                h, c = lstm_step(lstm, hidden, cache.hidden[index], cache.cell[index])
+                cache.hidden[index], cache.cell[index] = h, c
+                hidden = dropout(h)
+                if output_hidden_states:
+                    all_hidden.append(hidden.unsqueeze(1))
+            hidden = hidden.unsqueeze(1)
+        elif padded is None:
+            for index, lstm in enumerate(self.layers):
+                state = None if cache is None else (cache.hidden[index].unsqueeze(0), cache.cell[index].unsqueeze(0))
+                hidden, (h, c) = lstm(hidden, state)
+                hidden = dropout(hidden)
+                if cache is not None:
+                    cache.hidden[index], cache.cell[index] = h[0], c[0]
+                if output_hidden_states:
+                    all_hidden.append(hidden)
+        else:
+            packed = padded.pack(hidden)
+            for index, lstm in enumerate(self.layers):
+                incoming = cache.hidden[index]
+                packed, (h, c) = lstm(packed, (incoming.unsqueeze(0), cache.cell[index].unsqueeze(0)))
+                packed = packed._replace(data=dropout(packed.data))
+                cache.hidden[index] = padded.keep_state(h[0], incoming)
+                cache.cell[index] = padded.keep_state(c[0], cache.cell[index])
+                if output_hidden_states:
+                    all_hidden.append(padded.unpack(packed, incoming))
+            hidden = all_hidden[-1] if output_hidden_states else padded.unpack(packed, incoming)
+
+        if use_cache:
+            cache.seen_tokens += length
+        else:
+            cache = None
+        return hidden, cache, (tuple(all_hidden) if output_hidden_states else None)
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
+    """Predicts the next character. `labels` are the input ids themselves; the shift happens inside."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config: CharLSTMConfig):
+        super().__init__(config)
+        self.model = CharLSTMModel(config)
+        self.lm_head = nn.Linear(config.hidden_sizes[-1], config.vocab_size)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: CharLSTMCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ) -> dict:
+        """
+        An LSTM step needs the new characters, the state and the mask, nothing else. The library's version also
+        builds position ids and attention-cache masks and inspects signatures on every step, which costs more
+        than the LSTM step itself for a small model at batch 1.
+        """
+        if inputs_embeds is not None and is_first_iteration:
+            return super().prepare_inputs_for_generation(
+                input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, is_first_iteration, **kwargs
+            )
+        if next_sequence_length is not None:
+            input_ids = input_ids[:, -next_sequence_length:]
+        kwargs.pop("labels", None)
+        return {"input_ids": input_ids, "cache": cache, "attention_mask": attention_mask, **kwargs}
+
+    def set_output_embeddings(self, value: nn.Linear):
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: CharLSTMCache | None = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CharLSTMCausalLMOutput | tuple:
+        """
+        `logits_to_keep=k` computes logits for the last k positions only (0 = all): `generate` asks for 1, which
+        spares the projection of a long prompt. `labels` equal to -100 are ignored, as are padding positions.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        hidden, cache, hidden_states = self.model.run(
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
+        )
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+
+        loss = None
+        if labels is not None:
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask[:, -labels.shape[1] :] == 0, -100)
+            loss = self.loss_function(logits, labels, vocab_size=self.config.vocab_size, **kwargs)
+        if not return_dict:
+            return tuple(value for value in (loss, logits, cache, hidden_states) if value is not None)
+        return CharLSTMCausalLMOutput(loss=loss, logits=logits, cache=cache, hidden_states=hidden_states)
+
+
+class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
+    """
+    Classifies a whole text from the top-layer state at its last real character. Because padding positions
+    repeat the last real output, that state is simply the last position, for left and right padding alike.
+    """
+
+    def __init__(self, config: CharLSTMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = CharLSTMModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.score = nn.Linear(config.hidden_sizes[-1], config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CharLSTMSequenceClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        hidden, _, hidden_states = self.model.run(
+            input_ids, attention_mask, None, False, inputs_embeds, output_hidden_states
+        )
+        pooled = hidden[:, -1]
+        logits = self.score(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+        if not return_dict:
+            return tuple(value for value in (loss, logits, hidden_states) if value is not None)
+        return CharLSTMSequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+
+__all__ = [
+    "CharLSTMCache",
+    "CharLSTMModel",
+    "CharLSTMPreTrainedModel",
+    "CharLSTMForCausalLM",
+    "CharLSTMForSequenceClassification",
+]

@@ -1,0 +1,155 @@
+"""A character tokenizer: one token per Unicode character, plus pad/bos/eos/unk and one token per star rating.
+
+This file travels to the Hub next to the weights, so it imports nothing from the `charlstm` package.
+"""
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+
+from transformers import PreTrainedTokenizer
+
+VOCAB_FILES_NAMES = {"vocab_file": "vocab.json"}
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+STAR_TOKENS = tuple(f"<{stars}star>" for stars in range(1, 6))
+# The order fixes the ids: pad=0, bos=1, eos=2, unk=3, <1star>..<5star> = 4..8, then the characters.
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, *STAR_TOKENS)
+
+
+def star_token(stars: int) -> str:
+    """The token that asks for a review with `stars` stars (1-5)."""
+    if not isinstance(stars, int) or isinstance(stars, bool) or not 1 <= stars <= 5:
+        raise ValueError(f"stars must be an integer from 1 to 5, got {stars!r}")
+    return STAR_TOKENS[stars - 1]
+
+
+class CharLSTMTokenizer(PreTrainedTokenizer):
+    """
+    Splits text into single characters. `decode(encode(text), skip_special_tokens=True) == text` for any text whose
+    characters are in the vocabulary; other characters become `<unk>`. A star token written into the text
+    (`"<5star>Great tacos"`) is read as that token, which is how a plain text prompt asks for a rating.
+
+    Encoding adds `<bos>` in front (`add_bos=True`), as every training review starts with it.
+    """
+
+    vocab_files_names = VOCAB_FILES_NAMES
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self,
+        vocab_file: str | None = None,
+        characters: Iterable[str] | None = None,
+        add_bos: bool = True,
+        model_max_length: int = 4096,
+        padding_side: str = "left",
+        **kwargs,
+    ):
+        if (vocab_file is None) == (characters is None):
+            raise ValueError("CharLSTMTokenizer needs exactly one of vocab_file or characters")
+        if vocab_file is not None:
+            with open(vocab_file, encoding="utf-8") as handle:
+                self.vocab = json.load(handle)
+            _check_vocab(self.vocab, vocab_file)
+        else:
+            self.vocab = _build_vocab(characters)
+        self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
+        self.add_bos = add_bos
+        # Fixed by the vocabulary layout and by add_bos; the copies a saved tokenizer_config.json holds are ignored.
+        for key in (
+            "pad_token", "bos_token", "eos_token", "unk_token", "extra_special_tokens",
+            "special_tokens_pattern", "clean_up_tokenization_spaces",
+        ):
+            kwargs.pop(key, None)
+        super().__init__(
+            pad_token=PAD,
+            bos_token=BOS,
+            eos_token=EOS,
+            unk_token=UNK,
+            extra_special_tokens=list(STAR_TOKENS),
+            add_bos=add_bos,
+            model_max_length=model_max_length,
+            padding_side=padding_side,
+            clean_up_tokenization_spaces=False,
+            special_tokens_pattern="bos" if add_bos else "none",
+            **kwargs,
+        )
+
+    @classmethod
+    def from_corpus(
+        cls,
+        texts: Iterable[str],
+        coverage: float = 0.9999,
+        min_count: int = 1,
+        extra_characters: str = "",
+        **kwargs,
+    ) -> "CharLSTMTokenizer":
+        """
+        Builds the vocabulary from a corpus: the most frequent characters that together make up `coverage` of all
+        characters, each seen at least `min_count` times, plus `extra_characters`. Ties and order are resolved by
+        code point, so the same corpus always gives the same ids.
+        """
+        if not 0.0 < coverage <= 1.0:
+            raise ValueError(f"coverage must be in (0, 1], got {coverage!r}")
+        counts = Counter()
+        for text in texts:
+            counts.update(text)
+        total = sum(counts.values())
+        if total == 0:
+            raise ValueError("cannot build a vocabulary from an empty corpus")
+        kept, covered = set(), 0
+        for char, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            if covered >= coverage * total or count < min_count:
+                break
+            kept.add(char)
+            covered += count
+        return cls(characters=kept | set(extra_characters), **kwargs)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.vocab)
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        return list(text)
+
+    def _convert_token_to_id(self, token: str) -> int:
+        return self.vocab.get(token, self.vocab[UNK])
+
+    def _convert_id_to_token(self, index: int) -> str:
+        return self.ids_to_tokens.get(index, UNK)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        # The base class joins with spaces; characters join with nothing.
+        return "".join(tokens)
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
+        name = (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"]
+        path = os.path.join(save_directory, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.vocab, handle, ensure_ascii=False, indent=0)
+        return (path,)
+
+    def characters(self) -> list[str]:
+        """The plain characters of the vocabulary, in id order."""
+        return [token for token, _ in sorted(self.vocab.items(), key=lambda item: item[1])][len(SPECIAL_TOKENS) :]
+
+
+def _build_vocab(characters: Iterable[str]) -> dict[str, int]:
+    chars = sorted(set(characters))
+    bad = [char for char in chars if len(char) != 1]
+    if bad:
+        raise ValueError(f"characters must be single characters, got {bad[:5]!r}")
+    return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *chars])}
+
+
+def _check_vocab(vocab: dict, source: str) -> None:
+    """A vocab.json that does not start with the special tokens in order would silently shift every id."""
+    for index, token in enumerate(SPECIAL_TOKENS):
+        if vocab.get(token) != index:
+            raise ValueError(f"{source}: expected special token {token!r} at id {index}, got {vocab.get(token)!r}")
+    if sorted(vocab.values()) != list(range(len(vocab))):
+        raise ValueError(f"{source}: token ids must be 0..{len(vocab) - 1} without gaps")
