@@ -96,6 +96,9 @@ def main() -> None:
     ])
     run = prepare_run(args)
     run.training_args.disable_tqdm = True
+    # No evaluation or checkpoint when a round ends: they are not among the measured steps, only time lost.
+    run.training_args.eval_strategy = run.training_args.save_strategy = "no"
+    run.training_args.load_best_model_at_end = False
     initial_state = {name: value.clone() for name, value in run.model.state_dict().items()}
 
     times = {"charlstm train (Trainer)": [], "bare PyTorch loop": []}
