@@ -299,6 +299,10 @@ class ReviewGenerator:
         generation_config = GenerationConfig(
             max_new_tokens=settings.max_new_tokens,
             do_sample=False,
+            # Neutral on purpose: the processors above sample. Left unset, generate would fill these from the
+            # saved model's sampling defaults and warn that they do nothing without do_sample.
+            temperature=1.0,
+            top_p=1.0,
             bos_token_id=model_config.bos_token_id,
             eos_token_id=model_config.eos_token_id,
             pad_token_id=model_config.pad_token_id,
