@@ -34,6 +34,7 @@ from .cli import UsageError
 from .configuration_charlstm import CharLSTMConfig
 from .data import DEFAULT_DATASET, IGNORE_INDEX, Reviews, build_tokenizer, load_reviews, pack_reviews
 from .modeling_charlstm import CharLSTMForCausalLM
+from .quantization import is_quantized, quantize
 from .tokenization_charlstm import CharLSTMTokenizer
 
 # Model sizes. `base` is the two-layer [1024, 512] model of the IBM "generate fake reviews" code pattern.
@@ -113,6 +114,8 @@ def register(subparsers) -> None:
     evaluate.add_argument("--max-reviews", type=int, help="evaluate only the first N reviews of the split")
     evaluate.add_argument("--num-proc", type=int, default=None)
     evaluate.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    evaluate.add_argument("--int8", action="store_true",
+                          help="evaluate with int8 weights, as `charlstm generate` and the Space run the model")
     evaluate.set_defaults(func=run_eval)
 
 
@@ -599,6 +602,8 @@ def _write_json(path: str, value) -> None:
 
 def run_eval(args) -> int:
     model, tokenizer, log = _load_for_eval(args.model)
+    if args.int8:
+        model = quantize(model, inplace=True)
     _fill_from_training_log(args, log)
     conditioned = bool(model.config.conditioned_on_stars)
     reviews = load_reviews(
@@ -627,7 +632,10 @@ def run_eval(args) -> int:
     trainer.remove_callback(PrinterCallback)  # the summary below says it once, readably
     result = evaluate_bpc(trainer, chosen, tokenizer, args.seq_len, conditioned, args.num_proc)
     split = args.eval_split or f"held-out {args.validation_fraction:g} of train, seed {args.seed}"
-    report = {"model": args.model, "dataset": args.dataset, "split": split, "seq_len": args.seq_len, **result}
+    report = {
+        "model": args.model, "weights": "int8" if is_quantized(model) else "fp32", "dataset": args.dataset,
+        "split": split, "seq_len": args.seq_len, **result,
+    }
     _print_eval(report)
     if args.json:
         _write_json(args.json, report)
@@ -665,8 +673,8 @@ def _fill_from_training_log(args, log: dict | None) -> None:
 
 
 def _print_eval(report: dict) -> None:
-    print(f"{report['model']} on {report['dataset']} ({report['split']}, {report['eval_reviews']} reviews, "
-          f"{report['eval_characters']} characters predicted)")
+    print(f"{report['model']} ({report['weights']} weights) on {report['dataset']} ({report['split']}, "
+          f"{report['eval_reviews']} reviews, {report['eval_characters']} characters predicted)")
     print(f"bits per character: {report['eval_bpc']:.4f}")
     for rating, bpc in (report["eval_bpc_per_star"] or {}).items():
         print(f"  {rating} star{'s' if rating != '1' else ''}: {bpc:.4f}")

@@ -110,3 +110,23 @@ def test_the_cli_and_space_loader_use_int8_unless_told_not_to(tiny_model_dir, ca
     arguments = ["generate", "The", "--model", str(tiny_model_dir), "--seed", "3", "--max-new-tokens", "20"]
     assert main([*arguments, "--fp32"]) == 0
     assert capsys.readouterr().out.startswith("The")
+
+
+@needs_int8
+def test_eval_int8_reports_bpc_close_to_fp32(tmp_path, tiny_model_dir):
+    import json
+
+    from charlstm.cli import main
+    from tests.conftest import TINY_CORPUS
+
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps({"text": text, "stars": 3}) + "\n" for text in TINY_CORPUS * 4))
+    figures = {}
+    for weights in ("fp32", "int8"):
+        report = tmp_path / f"{weights}.json"
+        flags = ["--int8"] if weights == "int8" else []
+        command = ["eval", "--model", str(tiny_model_dir), "--dataset", str(data), "--validation-fraction", "0.5"]
+        assert main([*command, "--seq-len", "64", "--json", str(report), *flags]) == 0
+        figures[weights] = json.loads(report.read_text())
+    assert figures["int8"]["weights"] == "int8" and figures["fp32"]["weights"] == "fp32"
+    assert abs(figures["int8"]["eval_bpc"] - figures["fp32"]["eval_bpc"]) < 0.02
