@@ -225,13 +225,10 @@ def test_a_hub_id_loads_through_the_auto_classes(hub_server, star_model_dir):
 
 
 def test_the_default_is_the_bundled_model():
-    if (BUNDLED_MODEL / "config.json").is_file():
-        bundled = load_generator()
-        assert bundled.conditioned_on_stars
-        assert len(bundled.generate(settings(max_new_tokens=10))) == 2
-    else:
-        with pytest.raises(FileNotFoundError, match="the bundled model is missing: .*charlstm-yelp"):
-            load_generator()
+    bundled = load_generator()
+    assert bundled.source == str(BUNDLED_MODEL)
+    assert bundled.conditioned_on_stars
+    assert len(bundled.generate(settings(max_new_tokens=10))) == 2
 
 
 # --- the command line

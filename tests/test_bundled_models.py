@@ -1,0 +1,38 @@
+"""The models the project ships in models/: they load like any Hub model and do their jobs."""
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+from charlstm.detection import BUNDLED_DETECTOR
+from charlstm.generation import BUNDLED_MODEL
+
+
+def test_bundled_generator_writes_a_star_conditioned_review():
+    model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL).eval()
+    tokenizer = AutoTokenizer.from_pretrained(BUNDLED_MODEL)
+    assert model.config.conditioned_on_stars
+    inputs = tokenizer("<5star>The tacos", return_tensors="pt")
+    torch.manual_seed(0)
+    out = model.generate(**inputs, do_sample=True, temperature=0.8, max_new_tokens=120)
+    review = tokenizer.decode(out[0], skip_special_tokens=True)
+    assert review.startswith("The tacos")
+    assert len(review) > len("The tacos") + 20
+    assert all(char.isprintable() or char == "\n" for char in review)
+    assert sum(char.isalpha() for char in review) > 0.6 * len(review)  # words, not noise
+
+
+def test_bundled_generator_is_better_than_chance_on_review_text():
+    model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL).eval()
+    tokenizer = AutoTokenizer.from_pretrained(BUNDLED_MODEL)
+    # Our own sentence; the held-out Yelp figures come from `charlstm eval` (see the README).
+    batch = tokenizer("<4star>The service was friendly and the food came out hot.", return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**batch, labels=batch["input_ids"]).loss.item()
+    assert loss / torch.log(torch.tensor(2.0)).item() < 3.5  # bits per character; uniform would be ~6.6
+
+
+def test_bundled_detector_loads_in_the_text_classification_pipeline():
+    detector = pipeline("text-classification", model=str(BUNDLED_DETECTOR))
+    result = detector("The service was friendly and the food came out hot.")[0]
+    assert result["label"] in {"human", "machine"}
+    assert 0.0 <= result["score"] <= 1.0
