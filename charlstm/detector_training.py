@@ -59,9 +59,9 @@ def train_detector(
     *,
     max_steps: int = 1000,
     batch_size: int = 32,
-    learning_rate: float = 2e-3,
+    learning_rate: float = 1e-3,
     min_chars: int = 40,
-    max_chars: int = 600,
+    max_chars: int = 800,
     layers: int | None = None,
     seed: int = 0,
 ) -> dict:
