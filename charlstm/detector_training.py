@@ -88,9 +88,6 @@ def train_detector(
         label2id={label: index for index, label in enumerate(LABELS)},
         dtype=torch.float32,
     )
-    # Our classification loss is a plain mean and ignores `num_items_in_batch`: tell Trainer so, or gradient
-    # accumulation would scale the gradients wrongly.
-    model.accepts_loss_kwargs = False
     checkpoints = Path(output_dir) / "checkpoints"
     args = TrainingArguments(
         output_dir=str(checkpoints),

@@ -383,6 +383,10 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
     repeat the last real output, that state is simply the last position, for left and right padding alike.
     """
 
+    # The classification loss is a plain mean that ignores `num_items_in_batch`: this tells Trainer so, or
+    # gradient accumulation would scale the gradients wrongly.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: CharLSTMConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
