@@ -19,7 +19,7 @@ from .cli import UsageError
 from .detection_metrics import roc_auc, threshold_metrics
 from .detector_data import MACHINE, SamplingGrid, build_detector_data, held_out_reviews
 from .detector_training import TOKENIZER_KWARGS, train_detector
-from .generation import BUNDLED_MODEL, load_generator, require_model_source
+from .generation import BUNDLED_MODEL, load_generator, model_or_bundled
 from .training import _write_json as write_json_atomically
 
 # The detector the project ships, made by `charlstm detector train` from the bundled generator.
@@ -42,14 +42,7 @@ class Detector:
     """A saved detector (a local directory or a Hub id) behind `pipeline("text-classification")`."""
 
     def __init__(self, path: str | os.PathLike | None = None):
-        if path is None:
-            if not (BUNDLED_DETECTOR / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"the bundled detector is missing: {BUNDLED_DETECTOR} has no config.json. It is made by "
-                    "`charlstm detector train` (see the README); or pass a detector directory with --detector"
-                )
-            path = BUNDLED_DETECTOR
-        self.path = require_model_source(path)
+        self.path = model_or_bundled(path, BUNDLED_DETECTOR, "charlstm detector train", "--detector")
         try:
             labels = sorted(AutoConfig.from_pretrained(self.path).label2id)
             if labels != ["human", "machine"]:

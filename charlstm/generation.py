@@ -321,6 +321,21 @@ class ReviewGenerator:
         )
 
 
+def model_or_bundled(model: str | os.PathLike | None, bundled: Path, made_by: str, option: str) -> str:
+    """
+    `model` as `require_model_source` gives it, or with None the bundled model at `bundled`; a missing bundled model
+    is a FileNotFoundError that says which command makes it and which option names another.
+    """
+    if model is None:
+        if not (bundled / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the bundled {bundled.name} is missing: {bundled} has no config.json. It is made by `{made_by}` "
+                f"(see the README); or pass a model directory or Hub id with {option}"
+            )
+        model = bundled
+    return require_model_source(model)
+
+
 def require_model_source(model: str | os.PathLike) -> str:
     """
     `model` as a string, after refusing a local path that does not exist (a FileNotFoundError naming it) rather
@@ -340,14 +355,7 @@ def load_generator(model: str | os.PathLike | None = None, int8: bool = True) ->
     `int8` quantizes the LSTM and linear weights for CPU inference (`charlstm.quantize`), several times faster at
     batch 1; where int8 cannot run, the model stays fp32 with a warning.
     """
-    if model is None:
-        if not (BUNDLED_MODEL / "config.json").is_file():
-            raise FileNotFoundError(
-                f"the bundled model is missing: {BUNDLED_MODEL} has no config.json. It is made by `charlstm train` "
-                "(see the README); or pass a model directory or Hub id with --model / MODEL_ID"
-            )
-        model = BUNDLED_MODEL
-    source = require_model_source(model)
+    source = model_or_bundled(model, BUNDLED_MODEL, "charlstm train", "--model / MODEL_ID")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         # float32 whatever the stored dtype: half-precision LSTM steps on a CPU are slow or unsupported.
