@@ -13,11 +13,8 @@ import time
 from contextlib import contextmanager
 
 import gradio as gr
-import torch
-from transformers import pipeline
 
-from charlstm.detection import BUNDLED_DETECTOR
-from charlstm.detector_training import TOKENIZER_KWARGS
+from charlstm.detection import BUNDLED_DETECTOR, Detector
 from charlstm.generation import (
     REVIEW_SEPARATOR,
     GenerationSettings,
@@ -25,14 +22,12 @@ from charlstm.generation import (
     ReviewGenerator,
     check_settings,
     load_generator,
-    require_model_source,
 )
 from charlstm.scoring import score_text
 
 # Tighter than the command line's: one Space is shared by everyone who opens it.
 SPACE_LIMITS = Limits(max_prompt_chars=500, max_new_tokens=1000, max_num_reviews=4, max_temperature=2.0)
 MAX_SCORE_CHARS = 4000
-MACHINE_LABEL = "machine"
 # How many requests of each kind run at once (the rest wait in the queue), and how many may wait.
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 64
@@ -55,37 +50,19 @@ EXAMPLES = [
 ]
 
 
-class Detector:
-    """
-    The fake-review classifier, or the reason it could not be loaded (the Score tab then says so).
-
-    Not `charlstm.detection.Detector`, which reads local directories only: DETECTOR_ID may be a Hub id. Both are the
-    standard text-classification pipeline with the tokenizer settings the detector was trained with.
-    """
+class OptionalDetector:
+    """The library's `Detector`, or the reason it could not be loaded: the Score tab then says so and goes on."""
 
     def __init__(self, source: str):
-        self.source = source
-        self.classifier = None
+        self.detector = None
         self.problem = None
         try:
-            self.classifier = pipeline(
-                "text-classification", model=require_model_source(source), dtype=torch.float32
-            )
-        except FileNotFoundError as error:
+            self.detector = Detector(source)
+        except (FileNotFoundError, ValueError) as error:
             self.problem = str(error)
-            return
-        except (OSError, ValueError) as error:
-            self.problem = f"could not load {source}: {str(error).strip().splitlines()[0]}"
-            return
-        if MACHINE_LABEL not in self.classifier.model.config.label2id:
-            self.problem = f"{source} has no {MACHINE_LABEL!r} label"
-            self.classifier = None
 
     def probability_machine(self, text: str) -> float | None:
-        if self.classifier is None:
-            return None
-        scores = self.classifier(text, top_k=None, **TOKENIZER_KWARGS)
-        return next(score["score"] for score in scores if score["label"] == MACHINE_LABEL)
+        return None if self.detector is None else self.detector.predict([text])[0].machine_probability
 
 
 class StopSignals:
@@ -121,7 +98,7 @@ class StopSignals:
 class ReviewSpace:
     """The page and its handlers. Handlers are methods so Gradio sees their signatures (and the gr.Request)."""
 
-    def __init__(self, generator: ReviewGenerator, detector: Detector):
+    def __init__(self, generator: ReviewGenerator, detector: OptionalDetector):
         self.generator = generator
         self.detector = detector
         self.stops = StopSignals()
@@ -299,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         generator = load_generator(args.model, int8=not args.fp32)
     except FileNotFoundError as error:
         parser.exit(2, f"space/app.py: error: {error}\n")
-    detector = Detector(args.detector)
+    detector = OptionalDetector(args.detector)
     if detector.problem:
         print(f"space/app.py: the Score tab runs without the detector: {detector.problem}")
     demo = ReviewSpace(generator, detector).build()
