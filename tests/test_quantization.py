@@ -65,12 +65,17 @@ def test_int8_padded_batch_stays_close_to_each_prompt_alone(int8_model, tiny_tok
 
 
 @needs_int8
-def test_int8_cached_steps_equal_a_full_rerun(int8_model, tiny_tokenizer):
+def test_int8_cached_steps_match_a_full_rerun(int8_model, tiny_tokenizer):
+    # A full run quantizes each layer's inputs with one scale for the whole sequence and a step with one for its
+    # character, so the two agree closely, not bit for bit (as with rows of a batch above).
     ids = tiny_tokenizer("Decent pizza", return_tensors="pt")["input_ids"]
-    generated = int8_model.generate(ids, max_new_tokens=20, do_sample=False)
+    out = int8_model.generate(
+        ids, max_new_tokens=20, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
     with torch.no_grad():
-        rerun = int8_model(generated[:, :-1], use_cache=False).logits[0, ids.shape[1] - 1 :].argmax(-1)
-    assert rerun.tolist() == generated[0, ids.shape[1] :].tolist()
+        rerun = int8_model(out.sequences[:, :-1], use_cache=False).logits[0, ids.shape[1] - 1 :]
+    stepped = torch.stack(out.logits, dim=1)[0]
+    assert (torch.log_softmax(stepped, -1) - torch.log_softmax(rerun, -1)).abs().max() < 0.05
 
 
 @needs_int8
