@@ -16,6 +16,7 @@ import torch
 from transformers import AutoConfig, pipeline
 
 from .cli import UsageError
+from .configuration_charlstm import CLASSIFIER_POOLINGS
 from .detection_metrics import roc_auc, threshold_metrics
 from .detector_data import MACHINE, SamplingGrid, build_detector_data, held_out_reviews
 from .detector_training import TOKENIZER_KWARGS, train_detector
@@ -152,6 +153,10 @@ def register(subparsers) -> None:
     train.add_argument("--min-chars", type=int, default=40, help="shortest training crop (default: %(default)s)")
     train.add_argument("--max-chars", type=int, default=800, help="longest crop, and what the detector reads at most")
     train.add_argument("--layers", type=int, help="keep only the generator's first N LSTM layers (default: all)")
+    train.add_argument(
+        "--pooling", choices=CLASSIFIER_POOLINGS, default="mean",
+        help="what the head reads: the mean state over all characters, or the last state (default: %(default)s)",
+    )
     train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     train.set_defaults(func=run_train)
 
@@ -236,6 +241,7 @@ def run_train(args) -> int:
         min_chars=args.min_chars,
         max_chars=args.max_chars,
         layers=args.layers,
+        pooling=args.pooling,
         seed=args.seed,
     )
     if "test" in data:

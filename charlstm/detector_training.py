@@ -63,6 +63,7 @@ def train_detector(
     min_chars: int = 40,
     max_chars: int = 800,
     layers: int | None = None,
+    pooling: str = "mean",
     seed: int = 0,
 ) -> dict:
     """
@@ -70,7 +71,8 @@ def train_detector(
     Checkpoints go to `output_dir/checkpoints` and a rerun resumes from the last one; they are removed once the
     detector is saved. The tokenizer is saved with `model_max_length = max_chars + 1` (`<bos>` and the longest
     crop seen in training), so longer texts are cut to what the detector has learned to judge. `layers` keeps only
-    the generator's first LSTM layers (all when None), for a smaller, faster detector.
+    the generator's first LSTM layers (all when None), for a smaller, faster detector. `pooling` is the head's
+    `classifier_pooling`: with "mean" every character's state counts, so evidence spread over a long review adds up.
     """
     if "train" not in data:
         raise ValueError(f"the detector data has no 'train' split (splits: {', '.join(data)})")
@@ -86,6 +88,7 @@ def train_detector(
         num_labels=len(LABELS),
         id2label=dict(enumerate(LABELS)),
         label2id={label: index for index, label in enumerate(LABELS)},
+        classifier_pooling=pooling,
         dtype=torch.float32,
     )
     checkpoints = Path(output_dir) / "checkpoints"
@@ -137,6 +140,7 @@ def train_detector(
         "crop_chars": [min_chars, max_chars],
         "seed": seed,
         "kept_layers": list(model.config.hidden_sizes),
+        "pooling": pooling,
         "num_parameters": model.num_parameters(),
         "train_loss": result.training_loss,
         "loss_history": [

@@ -388,8 +388,9 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
 
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
     """
-    Classifies a whole text from the top-layer state at its last real character. Because padding positions
-    repeat the last real output, that state is simply the last position, for left and right padding alike.
+    Classifies a whole text from the top-layer states (`config.classifier_pooling`): the state at its last real
+    character, which is simply the last position for left and right padding alike (padding positions repeat the
+    last real output), or the mean over its real characters.
     """
 
     # The classification loss is a plain mean that ignores `num_items_in_batch`: this tells Trainer so, or
@@ -418,7 +419,12 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         hidden, _, hidden_states = self.model.run(
             input_ids, attention_mask, None, False, inputs_embeds, output_hidden_states
         )
-        pooled = hidden[:, -1]
+        if self.config.classifier_pooling == "mean":
+            real = torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None else attention_mask
+            real = real[:, -hidden.shape[1] :].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+        else:
+            pooled = hidden[:, -1]
         logits = self.score(self.dropout(pooled))
         loss = None
         if labels is not None:

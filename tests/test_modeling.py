@@ -32,6 +32,7 @@ PROMPTS = ["The tacos were", "Cold", "Best brunch in town, fluffy"]
         ({"dropout": 1.5}, "dropout"),
         ({"tie_word_embeddings": True, "embedding_dim": 16, "hidden_sizes": [32, 24]}, "tie_word_embeddings"),
         ({"vocab_size": 20, "eos_token_id": 40}, "eos_token_id"),
+        ({"classifier_pooling": "max"}, "classifier_pooling"),
     ],
 )
 def test_invalid_config_names_the_field(fields, named):
@@ -107,9 +108,11 @@ def test_hidden_states_cover_embeddings_and_every_layer(tiny_model, tiny_tokeniz
     torch.testing.assert_close(output.hidden_states[-1], output.last_hidden_state)
 
 
-def test_classifier_pools_the_last_real_character(tiny_model_dir, tiny_tokenizer):
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_classifier_pools_real_characters_only(tiny_model_dir, tiny_tokenizer, pooling):
     classifier = CharLSTMForSequenceClassification.from_pretrained(
-        tiny_model_dir, num_labels=2, id2label={0: "human", 1: "machine"}, label2id={"human": 0, "machine": 1}
+        tiny_model_dir, num_labels=2, id2label={0: "human", 1: "machine"}, label2id={"human": 0, "machine": 1},
+        classifier_pooling=pooling,
     ).eval()
     generator = CharLSTMForCausalLM.from_pretrained(tiny_model_dir)
     # Initialised from the generator: same embedding and LSTM weights.
@@ -124,6 +127,17 @@ def test_classifier_pools_the_last_real_character(tiny_model_dir, tiny_tokenizer
         torch.testing.assert_close(logits, alone, rtol=1e-4, atol=1e-5)
     labels = torch.tensor([0, 1, 1])
     assert classifier(**batch, labels=labels).loss.item() > 0
+
+
+def test_mean_pooling_reads_every_character_and_last_pooling_the_last_state(tiny_model_dir, tiny_tokenizer):
+    ids = tiny_tokenizer("Great tacos, slow service", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        states = CharLSTMForCausalLM.from_pretrained(tiny_model_dir).model(ids).last_hidden_state[0]
+        for pooling, pooled in (("last", states[-1]), ("mean", states.mean(dim=0))):
+            classifier = CharLSTMForSequenceClassification.from_pretrained(
+                tiny_model_dir, num_labels=2, classifier_pooling=pooling
+            ).eval()
+            torch.testing.assert_close(classifier(ids).logits[0], classifier.score(pooled))
 
 
 def test_auto_classes_load_the_installed_package_without_remote_code(tiny_model_dir, tiny_model, tiny_tokenizer):
