@@ -33,10 +33,10 @@ def is_quantized(model: nn.Module) -> bool:
 
 def quantize(model: nn.Module, inplace: bool = False) -> nn.Module:
     """
-    Returns the model with int8 LSTM and linear weights, for CPU inference. Generation, streaming and padding
-    work as with fp32 weights; as activations are quantized with one scale per batch, a row of a batch matches
-    the same row alone closely rather than bit for bit. Falls back to the unchanged fp32 model, with a warning, where int8 cannot run
-    (no int8 engine, no `torch.ao.quantization`, a model not on the CPU).
+    Returns the model with int8 LSTM weights, for CPU inference. Generation, streaming and padding work as with
+    fp32 weights; as activations are quantized with one scale per batch (and per sequence), a row of a batch
+    matches the same row alone closely rather than bit for bit. Falls back to the unchanged fp32 model, with a
+    warning, where int8 cannot run (no int8 engine, no `torch.ao.quantization`, a model not on the CPU).
     """
     if is_quantized(model):
         return model

@@ -4,7 +4,8 @@ Rows: text length x sampling temperature. Lengths: the first 100 and the first 2
 long, and whole texts of 400 characters or more ("400+"; each method reads what it reads in use: the detector up
 to its model_max_length, the generator up to its own). Per temperature: that temperature's machine reviews
 against all human reviews of the length (the human side is the same in every temperature row, so accuracy and
-precision there are on unbalanced sets; the counts are printed). "all" pools every temperature.
+precision there are on unbalanced sets; the counts are printed). "all" pools every temperature and "<=1.0" those
+up to 1.0, the range the detector's goal is set for.
 
 The trained detector calls a text machine-written at P(machine) >= 0.5. The zero-shot baseline
 (`charlstm.zero_shot`) is calibrated, per length, on texts of the detector data's train split cut the same way.
@@ -31,6 +32,7 @@ from charlstm.zero_shot import ZeroShotDetector, text_statistics
 # out of that row.
 LENGTHS = {"100": 100, "200": 200, "400+": None}
 MIN_WHOLE_LENGTH = 400
+POOLED_UP_TO = 1.0  # a row pooling the machine reviews written at temperatures up to this
 
 
 def parse_args() -> argparse.Namespace:
@@ -99,17 +101,16 @@ def main() -> int:
         detected = detector.predict([crop(test_texts[i], length) for i in indices], batch_size=args.batch_size)
         detector_score = {i: d.machine_probability for i, d in zip(indices, detected)}
         zero_shot_score = {i: zero_shot.score(zero_shot_statistics(test_scores[i], length)) for i in indices}
-        for temperature in [None, *temperatures]:
-            group = [
-                i for i in indices
-                if test_labels[i] != 1 or temperature is None or test_temperatures[i] == temperature
-            ]
+        groups = [("all", lambda t: True), (f"<={POOLED_UP_TO}", lambda t: t <= POOLED_UP_TO)]
+        groups += [(temperature, lambda t, chosen=temperature: t == chosen) for temperature in temperatures]
+        for temperature, written_at in groups:
+            group = [i for i in indices if test_labels[i] != 1 or written_at(test_temperatures[i])]
             labels = [test_labels[i] for i in group]
             if len(set(labels)) < 2:
                 continue
             rows.append({
                 "length": name,
-                "temperature": "all" if temperature is None else temperature,
+                "temperature": temperature,
                 "human": labels.count(0),
                 "machine": labels.count(1),
                 "detector": metrics(labels, [detector_score[i] for i in group], THRESHOLD),
@@ -142,7 +143,7 @@ def print_table(rows: list[dict], calibrations: dict) -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        temperature = row["temperature"] if row["temperature"] == "all" else f"{row['temperature']:.2f}"
+        temperature = row["temperature"] if isinstance(row["temperature"], str) else f"{row['temperature']:.2f}"
         print(
             f"{row['length']:>6} {temperature:>5} {row['human']:>6} {row['machine']:>6} | "
             f"{method_cells(row['detector'], 13)} | {method_cells(row['zero_shot'], 14)}"
