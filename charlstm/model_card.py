@@ -21,6 +21,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GENERATOR_TEMPLATE = PROJECT_ROOT / "model_card.md"
 DETECTOR_TEMPLATE = PROJECT_ROOT / "detector_card.md"
 DETECTOR_LOG = "detector_log.json"  # written by `charlstm detector train`
+POOLING_WORDS = {
+    "last": "the top layer's state at the last character",
+    "mean": "the mean of the top layer's states over all characters",
+}
 DETECTOR_ARCHITECTURE = "CharLSTMForSequenceClassification"
 LICENSE = "apache-2.0"  # the project's licence (pyproject.toml); the card states the training data's terms
 YELP_TERMS = "the Yelp Dataset Terms of Use (academic, non-commercial use)"
@@ -205,6 +209,7 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         batch_size=_figure(log.get("batch_size"), "{:,}"),
         hidden_sizes=" x ".join(str(size) for size in config.get("hidden_sizes") or []) or NOT_MEASURED,
         num_parameters=_figure(_parameter_count(model_dir), "{:,}"),
+        pooling=POOLING_WORDS.get(config.get("classifier_pooling", "last"), NOT_MEASURED),
         train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes"),
         max_characters=_figure(max_length - 1 if isinstance(max_length, int) and max_length < 10**6 else None, "{:,}"),
         test_texts=_figure(test.get("texts"), "{:,}"),
