@@ -544,7 +544,9 @@ def _training_log(args, reviews, tokenizer, model, trainer, result, final, check
 
 
 def _device_name(device: torch.device, world: int) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    cpu = f"CPU ({threads} thread{'s' * (threads > 1)})"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     return f"{world} x {name}" if world > 1 else name
 
 
