@@ -16,6 +16,7 @@ AUTO_MAP = {
 
 # Number of special tokens the tokenizer always puts first: pad, bos, eos, unk and one token per star rating.
 NUM_SPECIAL_TOKENS = 9
+CLASSIFIER_POOLINGS = ("last", "mean")
 
 
 class CharLSTMConfig(PreTrainedConfig):
@@ -32,6 +33,9 @@ class CharLSTMConfig(PreTrainedConfig):
             `hidden_sizes[-1] == embedding_dim`.
         conditioned_on_stars: whether the model was trained with a star-rating token at the start of each review.
         classifier_dropout: dropout before the classification head of `CharLSTMForSequenceClassification`.
+        classifier_pooling: what that head reads: `"last"`, the top-layer state at the last real character, or
+            `"mean"`, the mean of the top-layer states over all real characters, which gathers evidence from the
+            whole text instead of relying on the state to carry it to the end.
     """
 
     model_type = "charlstm"
@@ -45,6 +49,7 @@ class CharLSTMConfig(PreTrainedConfig):
         tie_word_embeddings: bool = False,
         conditioned_on_stars: bool = False,
         classifier_dropout: float = 0.1,
+        classifier_pooling: str = "last",
         pad_token_id: int | None = 0,
         bos_token_id: int | None = 1,
         eos_token_id: int | None = 2,
@@ -58,6 +63,7 @@ class CharLSTMConfig(PreTrainedConfig):
         self.tie_word_embeddings = tie_word_embeddings
         self.conditioned_on_stars = conditioned_on_stars
         self.classifier_dropout = classifier_dropout
+        self.classifier_pooling = classifier_pooling
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
@@ -82,6 +88,10 @@ class CharLSTMConfig(PreTrainedConfig):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(
+                f"classifier_pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {self.classifier_pooling!r}"
+            )
         if self.tie_word_embeddings and self.hidden_sizes[-1] != self.embedding_dim:
             raise ValueError(
                 "tie_word_embeddings needs hidden_sizes[-1] == embedding_dim, "

@@ -90,11 +90,20 @@ def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) 
     """
     One character through one layer. `torch.lstm_cell` on the layer's own weights skips the sequence machinery of
     `nn.LSTM`, which costs about half the time of a batch-1 step on CPU. An int8 layer (`charlstm.quantize`) keeps
-    packed weights that only its own module can use, so it runs as a one-character sequence.
+    packed weights that only int8 kernels can use; `int8_params` are those weights, for the kernel its module would
+    call, so steps equal a full run exactly. Any other layer (e.g. quantized by hand) runs through its module.
     """
     if hasattr(lstm, "weight_ih_l0"):
         return torch.lstm_cell(x, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-    _, (h, c) = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+    state = [h.unsqueeze(0), c.unsqueeze(0)]
+    int8_params = getattr(lstm, "int8_params", None)
+    if int8_params is None:
+        _, (h, c) = lstm(x.unsqueeze(1), tuple(state))
+    else:
+        # Positional flags: has_biases, num_layers, dropout, train, bidirectional, batch_first.
+        _, h, c = torch.quantized_lstm(
+            x.unsqueeze(1), state, int8_params, True, 1, 0.0, False, False, True, dtype=torch.qint8, use_dynamic=True
+        )
     return h[0], c[0]
 
 
@@ -379,8 +388,9 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
 
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
     """
-    Classifies a whole text from the top-layer state at its last real character. Because padding positions
-    repeat the last real output, that state is simply the last position, for left and right padding alike.
+    Classifies a whole text from the top-layer states (`config.classifier_pooling`): the state at its last real
+    character, which is simply the last position for left and right padding alike (padding positions repeat the
+    last real output), or the mean over its real characters.
     """
 
     # The classification loss is a plain mean that ignores `num_items_in_batch`: this tells Trainer so, or
@@ -409,7 +419,12 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         hidden, _, hidden_states = self.model.run(
             input_ids, attention_mask, None, False, inputs_embeds, output_hidden_states
         )
-        pooled = hidden[:, -1]
+        if self.config.classifier_pooling == "mean":
+            real = torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None else attention_mask
+            real = real[:, -hidden.shape[1] :].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * real).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+        else:
+            pooled = hidden[:, -1]
         logits = self.score(self.dropout(pooled))
         loss = None
         if labels is not None:
