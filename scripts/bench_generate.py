@@ -8,7 +8,7 @@ side by side and every figure is the median of several repeats), for fp32 and in
 - IBM window: the IBM code pattern's algorithm: every new character re-runs the LSTM over the last 256 characters.
 The IBM notebook's own Keras loop made 6.5 characters/s on this machine (measured once, by hand: Keras is not a
 dependency); the last column compares against it. `--threads 1 2` measures every row with 1 and with 2 torch
-threads: on a 2-core CPU two threads split each int8 weight matrix, so each core's half stays in its own L2 cache.
+threads: batch-1 steps are bound by reading the weights, and two threads split each matrix between the cores.
 
     python scripts/bench_generate.py --threads 1 2 --json bench_generate.json
 """
