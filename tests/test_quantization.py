@@ -7,6 +7,7 @@ import torch
 from transformers import TextIteratorStreamer
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
+from charlstm.modeling_charlstm import _compiled_int8_lstm_cell, int8_lstm_cell, lstm_step
 from charlstm.quantization import int8_engine, is_quantized
 
 PROMPTS = ["The tacos were", "Cold", "Best brunch in town"]
@@ -76,6 +77,20 @@ def test_int8_cached_steps_match_a_full_rerun(int8_model, tiny_tokenizer):
         rerun = int8_model(out.sequences[:, :-1], use_cache=False).logits[0, ids.shape[1] - 1 :]
     stepped = torch.stack(out.logits, dim=1)[0]
     assert (torch.log_softmax(stepped, -1) - torch.log_softmax(rerun, -1)).abs().max() < 0.05
+
+
+@needs_int8
+def test_int8_decoding_step_equals_the_layers_own_kernel(int8_model):
+    # The decoding step calls the layer's two int8 products itself, compiled by TorchScript (the plain function is
+    # the fallback); both must give the very state of a one-character run through the module's own kernel.
+    assert isinstance(_compiled_int8_lstm_cell(), torch.jit.ScriptFunction)  # else the pinned torch lost speed
+    torch.manual_seed(0)
+    for lstm in int8_model.model.layers:
+        x = torch.randn(3, lstm.input_size)
+        h, c = torch.randn(3, lstm.hidden_size), torch.randn(3, lstm.hidden_size)
+        _, kernel = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+        for stepped in (lstm_step(lstm, x, h, c), int8_lstm_cell(x, h, c, *lstm.int8_linears)):
+            assert torch.equal(stepped[0], kernel[0][0]) and torch.equal(stepped[1], kernel[1][0])
 
 
 @needs_int8
