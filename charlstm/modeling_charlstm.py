@@ -378,6 +378,9 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
             )
         if next_sequence_length is not None:
             input_ids = input_ids[:, -next_sequence_length:]
+        if not is_first_iteration and cache is not None and input_ids.shape[1] == 1:
+            # A character generate chose is never padding: without the mask, the step skips checking it.
+            attention_mask = None
         kwargs.pop("labels", None)
         return {"input_ids": input_ids, "cache": cache, "attention_mask": attention_mask, **kwargs}
 
