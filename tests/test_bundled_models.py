@@ -1,8 +1,12 @@
 """The models the project ships in models/: they load like any Hub model and do their jobs."""
 
+from pathlib import Path
+
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
+import charlstm
 from charlstm.detection import BUNDLED_DETECTOR
 from charlstm.generation import BUNDLED_MODEL
 
@@ -36,3 +40,12 @@ def test_bundled_detector_loads_in_the_text_classification_pipeline():
     result = detector("The service was friendly and the food came out hot.")[0]
     assert result["label"] in {"human", "machine"}
     assert 0.0 <= result["score"] <= 1.0
+
+
+@pytest.mark.parametrize("model_dir", [BUNDLED_MODEL, BUNDLED_DETECTOR], ids=["generator", "detector"])
+def test_bundled_models_carry_the_packages_current_code(model_dir):
+    # Loaded with trust_remote_code (or pushed to the Hub), a bundled model runs the code files beside its weights:
+    # they must be the package's own, or such users get older behaviour than `pip install charlstm` gives.
+    package = Path(charlstm.__file__).parent
+    for name in ("configuration_charlstm.py", "modeling_charlstm.py", "tokenization_charlstm.py"):
+        assert (Path(model_dir) / name).read_text() == (package / name).read_text(), f"{model_dir}/{name} is stale"
