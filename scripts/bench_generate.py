@@ -69,15 +69,11 @@ def run_ibm_window(model, ids, new_chars):
         text = torch.cat([text, token], dim=1)
 
 
-def measure(function, model, ids, new_chars, repeats) -> float:
-    """Median characters per second (per row: a batch of 32 counts 32 characters a step)."""
-    function(model, ids, min(new_chars, 5))  # warm-up
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(model, ids, new_chars)
-        rates.append(ids.shape[0] * new_chars / (time.perf_counter() - start))
-    return statistics.median(rates)
+def rate(function, model, ids, new_chars) -> float:
+    """Characters per second of one run (per row: a batch of 32 counts 32 characters a step)."""
+    start = time.perf_counter()
+    function(model, ids, new_chars)
+    return ids.shape[0] * new_chars / (time.perf_counter() - start)
 
 
 def main():
@@ -97,19 +93,25 @@ def main():
 
     models = {"fp32": build_model(args.vocab_size, args.embedding_dim, args.hidden_sizes)}
     models["int8"] = quantize(models["fp32"])
-    rows = []
+    cases = []  # (row, function, model, ids, new_chars)
     for threads in args.threads:
-        torch.set_num_threads(threads)
         for precision, model in models.items():
             for batch_size in (1, 32):
                 ids = prompt(batch_size, 20, args.vocab_size)
                 for name, function in (("generate", run_generate), ("bare loop", run_bare_loop)):
-                    rate = measure(function, model, ids, args.new_chars, args.repeats)
                     row = {"method": name, "weights": precision, "batch": batch_size, "threads": threads}
-                    rows.append({**row, "chars_per_s": rate})
-    ibm_ids = prompt(1, WINDOW, args.vocab_size)
-    rate = measure(run_ibm_window, models["fp32"], ibm_ids, args.ibm_new_chars, max(1, args.repeats // 2))
-    rows.append({"method": "IBM window (256)", "weights": "fp32", "batch": 1, "threads": threads, "chars_per_s": rate})
+                    cases.append((row, function, model, ids, args.new_chars))
+    ibm_row = {"method": "IBM window (256)", "weights": "fp32", "batch": 1, "threads": args.threads[-1]}
+    cases.append((ibm_row, run_ibm_window, models["fp32"], prompt(1, WINDOW, args.vocab_size), args.ibm_new_chars))
+    # Repeats go round all rows in turn, so a slow spell of the (shared) machine hits every row alike.
+    rates = [[] for _ in cases]
+    for repeat in range(args.repeats):
+        for (row, function, model, ids, new_chars), measured in zip(cases, rates):
+            torch.set_num_threads(row["threads"])
+            if repeat == 0:
+                function(model, ids, min(new_chars, 5))  # warm-up
+            measured.append(rate(function, model, ids, new_chars))
+    rows = [{**row, "chars_per_s": statistics.median(measured)} for (row, *_), measured in zip(cases, rates)]
 
     def setting(row):
         return row["weights"], row["batch"], row["threads"]
