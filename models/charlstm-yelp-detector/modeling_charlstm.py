@@ -114,7 +114,7 @@ def int8_lstm_cell(
     """
     One step of an int8 layer from its two packed products (biases included), in the order of the layer's own
     kernel (`torch.quantized_lstm`), so the state is the same to the bit; that kernel treats one character as a
-    sequence, at a cost. reduce_range=True: activations are quantized to 7 bits, as that kernel does on x86.
+    sequence, at a cost. reduce_range=True: activations are quantized to 7 bits, as that kernel does.
     """
     gates = torch.ops.quantized.linear_dynamic(h, packed_hh, True).add_(
         torch.ops.quantized.linear_dynamic(x, packed_ih, True)
