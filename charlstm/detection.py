@@ -1,8 +1,8 @@
-"""Catching machine-written reviews: `charlstm detect`, `charlstm detector build-data` and `charlstm detector train`.
+"""Catching machine-written reviews: `charlstm detect` and `charlstm detector build-data / train / calibrate`.
 
-A detector is a saved `CharLSTMForSequenceClassification` (labels `human`, `machine`); it loads with
-`pipeline("text-classification")` like any model, and `Detector` below is that pipeline plus the rules for empty
-and over-long text.
+A detector is a saved `CharLSTMForSequenceClassification` (labels `human`, `machine`), after calibration with a
+lexicon of the generator's training words in its weights; it loads with `pipeline("text-classification")` like
+any model, and `Detector` below is that pipeline plus the rules for empty and over-long text.
 """
 
 import json
@@ -18,6 +18,7 @@ from transformers import AutoConfig, pipeline
 from .cli import UsageError
 from .configuration_charlstm import CLASSIFIER_POOLINGS
 from .detection_metrics import roc_auc, threshold_metrics
+from .detector_calibration import calibrate_detector
 from .detector_data import MACHINE, SamplingGrid, build_detector_data, held_out_reviews
 from .detector_training import TOKENIZER_KWARGS, train_detector
 from .generation import BUNDLED_MODEL, load_generator, model_or_bundled
@@ -122,9 +123,7 @@ def register(subparsers) -> None:
     )
     build.add_argument("output", help="directory to save the dataset to")
     build.add_argument("--generator", help="generator directory (default: the bundled model)")
-    build.add_argument("--human-data", help="the generator's training data, file or Hub id (default: from its log)")
-    build.add_argument("--validation-fraction", type=float, help="held-out share, as in training (default: from log)")
-    build.add_argument("--data-seed", type=int, help="seed of the held-out split, as in training (default: from log)")
+    add_training_data_arguments(build)
     build.add_argument("--count", type=int, default=2000, help="reviews per class (default: %(default)s)")
     grid = SamplingGrid()
     build.add_argument("--temperatures", type=_floats, default=grid.temperatures, help="default: 0.5,0.7,0.8,1.0,1.2")
@@ -135,6 +134,12 @@ def register(subparsers) -> None:
     build.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing (default: 0.2)")
     build.add_argument("--batch-size", type=int, default=32, help="reviews per generate call (default: 32)")
     build.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    build.add_argument(
+        "--exclude", action="append", default=[], metavar="DATA_DIR",
+        help="leave out the human reviews of this earlier build-data output, for a set apart from it, such as "
+        "calibration data for `charlstm detector calibrate` (repeatable); give a new --seed too, or the machine "
+        "reviews repeat",
+    )
     build.set_defaults(func=run_build_data)
 
     train = commands.add_parser(
@@ -159,6 +164,29 @@ def register(subparsers) -> None:
     )
     train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     train.set_defaults(func=run_train)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="give a trained detector a lexicon of the generator's training words",
+        description="Save a copy of a trained detector whose head also reads the share of a text's words missing "
+        "from the generator's training reviews (found from its training_log.json), calibrated on the train split "
+        "of DATA: texts the detector never trained on, e.g. from `charlstm detector build-data --exclude`. "
+        "The LSTM is unchanged; this takes one pass over the texts.",
+    )
+    calibrate.add_argument("detector", help="trained detector directory")
+    calibrate.add_argument("data", help="`charlstm detector build-data` output apart from the detector's own data")
+    calibrate.add_argument("output", help="directory to save the calibrated detector to (not the detector's own)")
+    calibrate.add_argument("--generator", help="generator directory (default: the one in the detector's log)")
+    calibrate.add_argument("--test-data", help="build-data directory whose test split the log reports (default: DATA)")
+    add_training_data_arguments(calibrate)
+    calibrate.set_defaults(func=run_calibrate)
+
+
+def add_training_data_arguments(parser) -> None:
+    """How to find the generator's training data and its held-out split, where its training_log.json cannot say."""
+    parser.add_argument("--human-data", help="the generator's training data, file or Hub id (default: from its log)")
+    parser.add_argument("--validation-fraction", type=float, help="held-out share, as in training (default: from log)")
+    parser.add_argument("--data-seed", type=int, help="seed of the held-out split, as in training (default: from log)")
 
 
 def _floats(value: str) -> tuple[float, ...]:
@@ -186,6 +214,17 @@ def read_reviews(args) -> list[str]:
         if not reviews:
             raise UsageError(f"{args.file} has no reviews")
         return reviews
+
+
+def load_detector_data(path: str) -> datasets.DatasetDict:
+    """A directory written by `charlstm detector build-data`, or a UsageError that says what it is instead."""
+    try:
+        data = datasets.load_from_disk(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path} is not a directory written by `charlstm detector build-data`") from None
+    if not isinstance(data, datasets.DatasetDict) or not {"text", "label"} <= set(data[next(iter(data))].column_names):
+        raise UsageError(f"{path} is not detector data: expected splits with 'text' and 'label' columns")
+    return data
 
 
 def run_detect(args) -> int:
@@ -220,6 +259,8 @@ def run_build_data(args) -> int:
         batch_size=args.batch_size,
         test_fraction=args.test_fraction,
         seed=args.seed,
+        exclude=frozenset(text for path in args.exclude for split in load_detector_data(path).values()
+                          for text in split["text"]),
     )
     data.save_to_disk(args.output)
     print(f"saved {len(data['train'])} training and {len(data['test'])} test reviews to {args.output}")
@@ -230,7 +271,7 @@ def run_train(args) -> int:
     generator_dir = args.generator or BUNDLED_MODEL
     if not os.path.isfile(os.path.join(generator_dir, "config.json")):
         raise FileNotFoundError(f"{generator_dir} is not a saved generator directory (no config.json)")
-    data = datasets.load_from_disk(args.data)
+    data = load_detector_data(args.data)
     log = train_detector(
         generator_dir,
         data,
@@ -248,4 +289,28 @@ def run_train(args) -> int:
         log["test"] = evaluate(Detector(args.output), data["test"])
     write_json_atomically(os.path.join(args.output, DETECTOR_LOG), log)
     print(json.dumps(log.get("test", {}), indent=2))
+    return 0
+
+
+def run_calibrate(args) -> int:
+    if os.path.realpath(args.output) == os.path.realpath(args.detector):
+        raise UsageError("give an output directory other than the detector's own: a failed run must not break it")
+    if not os.path.isfile(os.path.join(args.detector, "config.json")):
+        raise FileNotFoundError(f"{args.detector} is not a saved detector directory (no config.json)")
+    log_path = Path(args.detector) / DETECTOR_LOG
+    log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
+    generator_dir = args.generator or log.get("generator") or str(BUNDLED_MODEL)
+    data = load_detector_data(args.data)
+    test = load_detector_data(args.test_data)["test"] if args.test_data else data.get("test")
+    reviews = held_out_reviews(generator_dir, args.human_data, args.validation_fraction, args.data_seed)
+    lexicon_texts = reviews.train["text"]  # the words the generator learned from
+    log["lexicon"] = {
+        "generator": generator_dir,
+        "data": args.data,
+        **calibrate_detector(args.detector, lexicon_texts, data["train"], args.output),
+    }
+    if test is not None:
+        log["test"] = evaluate(Detector(args.output), test)
+    write_json_atomically(os.path.join(args.output, DETECTOR_LOG), log)
+    print(json.dumps({"lexicon": log["lexicon"], "test": log.get("test", {})}, indent=2))
     return 0

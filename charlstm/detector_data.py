@@ -71,15 +71,21 @@ def held_out_reviews(generator_dir, human_data=None, validation_fraction=None, d
     )
 
 
-def human_rows(reviews: Dataset, source: str, count: int, min_chars: int, seed: int) -> list[dict]:
-    """`count` reviews of at least `min_chars` characters, drawn with `seed`."""
-    long_enough = reviews.filter(lambda review: len(review["text"]) >= min_chars, desc="dropping short reviews")
-    if len(long_enough) < count:
+def human_rows(
+    reviews: Dataset, source: str, count: int, min_chars: int, seed: int, exclude: frozenset[str] = frozenset()
+) -> list[dict]:
+    """`count` reviews of at least `min_chars` characters and not in `exclude`, drawn with `seed`."""
+    usable = reviews.filter(
+        lambda review: len(review["text"]) >= min_chars and review["text"] not in exclude,
+        desc="dropping short and excluded reviews",
+    )
+    if len(usable) < count:
+        left_out = " and not in the excluded data" if exclude else ""
         raise ValueError(
-            f"{source} has {len(long_enough)} held-out reviews of at least {min_chars} characters; "
+            f"{source} has {len(usable)} held-out reviews of at least {min_chars} characters{left_out}; "
             f"{count} were asked for"
         )
-    chosen = long_enough.shuffle(seed=seed).select(range(count))
+    chosen = usable.shuffle(seed=seed).select(range(count))
     stars = chosen["stars"] if "stars" in chosen.column_names else [None] * count
     return [
         _row(text, HUMAN, source, stars=rating) for text, rating in zip(chosen["text"], stars)
@@ -146,13 +152,17 @@ def build_detector_data(
     batch_size: int = 32,
     test_fraction: float = 0.2,
     seed: int = 0,
+    exclude: frozenset[str] = frozenset(),
 ) -> DatasetDict:
-    """`count` human and `count` machine reviews, split into train and test with both labels in equal shares."""
+    """
+    `count` human and `count` machine reviews, split into train and test with both labels in equal shares. Human
+    reviews in `exclude` are not used: a further set (e.g. to calibrate a detector) stays apart from earlier ones.
+    """
     if count < 2:
         raise ValueError(f"--count must be at least 2 (one review per class in each split), got {count}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    rows = human_rows(human_reviews, human_source, count, min_chars, seed)
+    rows = human_rows(human_reviews, human_source, count, min_chars, seed, exclude)
     rows += machine_rows(generator, count, grid, min_chars, batch_size, seed)
     table = Dataset.from_list(rows, features=FEATURES)
     return table.train_test_split(test_size=test_fraction, seed=seed, stratify_by_column="label")

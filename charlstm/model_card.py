@@ -196,6 +196,7 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
     )
     crop = log.get("crop_chars")
     seconds = log.get("train_seconds")
+    lexicon = log.get("lexicon") or {}
     max_length = tokenizer_config.get("model_max_length")
     context = dict(
         title=title,
@@ -210,6 +211,9 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         hidden_sizes=" x ".join(str(size) for size in config.get("hidden_sizes") or []) or NOT_MEASURED,
         num_parameters=_figure(_parameter_count(model_dir), "{:,}"),
         pooling=POOLING_WORDS.get(config.get("classifier_pooling", "last"), NOT_MEASURED),
+        lexicon=(f"{lexicon['words']:,} words of the generator's training reviews; the head weighs the share of "
+                 f"unknown words, calibrated on {lexicon.get('calibration_texts', 0):,} further texts"
+                 if isinstance(lexicon.get("words"), int) else "none"),
         train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes"),
         max_characters=_figure(max_length - 1 if isinstance(max_length, int) and max_length < 10**6 else None, "{:,}"),
         test_texts=_figure(test.get("texts"), "{:,}"),
@@ -284,7 +288,9 @@ def _parameter_count(model_dir: Path) -> int | None:
     total = 0
     for path in paths:
         with safe_open(str(path), framework="pt") as weights:
-            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+            slices = [weights.get_slice(name) for name in weights.keys()]
+            # Integer tensors are lookup tables (a detector's lexicon), not learned weights.
+            total += sum(math.prod(part.get_shape()) for part in slices if not part.get_dtype().startswith(("I", "U")))
     return total
 
 

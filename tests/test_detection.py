@@ -11,7 +11,7 @@ import random
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
@@ -20,6 +20,8 @@ from charlstm.detection import Detector, evaluate
 from charlstm.detection_metrics import best_threshold, roc_auc, threshold_metrics
 from charlstm.detector_data import up_to_last_sentence_end
 from charlstm.detector_training import EqualLengthCrops, last_complete_checkpoint
+from charlstm.model_card import render_model_card
+from charlstm.modeling_charlstm import letter_code, word_hashes
 from charlstm.zero_shot import ZeroShotDetector, statistics_of_texts
 from tests.conftest import make_tiny_model
 
@@ -83,6 +85,29 @@ def detector_dir(tmp_path_factory, generator_dir, detector_data_dir):
     code = main([
         "detector", "train", str(detector_data_dir), str(path), "--generator", str(generator_dir),
         "--max-steps", "40", "--batch-size", "8", "--min-chars", "20", "--max-chars", str(MAX_CHARS),
+    ])
+    assert code == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibration_data_dir(tmp_path_factory, generator_dir, human_file, detector_data_dir):
+    path = tmp_path_factory.mktemp("calibration-data") / "data"
+    code = main([
+        "detector", "build-data", str(path), "--generator", str(generator_dir), "--human-data", str(human_file),
+        "--validation-fraction", "0.5", "--count", "15", "--max-new-tokens", "60,150", "--min-chars", "30",
+        "--temperatures", "0.5,1.0", "--batch-size", "8", "--seed", "4", "--exclude", str(detector_data_dir),
+    ])
+    assert code == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def calibrated_dir(tmp_path_factory, detector_dir, calibration_data_dir, generator_dir, human_file):
+    path = tmp_path_factory.mktemp("calibrated") / "detector"
+    code = main([
+        "detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(path),
+        "--generator", str(generator_dir), "--human-data", str(human_file), "--validation-fraction", "0.5",
     ])
     assert code == 0
     return path
@@ -309,3 +334,66 @@ def test_threshold_metrics_and_best_threshold():
     }
     best = best_threshold(labels, scores)
     assert threshold_metrics(labels, scores, best)["accuracy"] == pytest.approx(5 / 6)
+
+
+def test_word_hashes_split_on_non_letters_and_ignore_case():
+    def hashes(text):
+        return word_hashes([letter_code(character) for character in text])
+
+    good, food = hashes("good") + hashes("food")
+    assert hashes("Good FOOD, good!") == [good, food, good]
+    assert len(hashes("Good FOOD, good!  Café again")) == 5
+    assert hashes("--  42 !") == []
+    assert len(set(hashes("tacos tacso acost"))) == 3
+
+
+def test_calibration_data_leaves_out_the_detectors_human_reviews(calibration_data_dir, detector_data_dir):
+    def human(path):
+        data = datasets.load_from_disk(str(path))
+        return {row["text"] for split in data.values() for row in split if row["label"] == 0}
+
+    assert len(human(calibration_data_dir)) == 15
+    assert not human(calibration_data_dir) & human(detector_data_dir)
+
+
+def test_calibrated_detector_counts_words_its_lexicon_lacks(calibrated_dir, human_file):
+    model = AutoModelForSequenceClassification.from_pretrained(str(calibrated_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(calibrated_dir))
+    log = json.loads((calibrated_dir / "detector_log.json").read_text())
+    assert model.config.lexicon_size == log["lexicon"]["words"] == len(model.lexicon) > 10
+    texts = ["The soup was lovely.", "Teh suop wsa lvoely.", "The qzx was lovely.", "!!! 42"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    assert model.unknown_word_share(batch["input_ids"]).tolist() == pytest.approx([0.0, 1.0, 0.25, 0.0])
+
+
+def test_calibrated_detector_finds_invented_words_machine_like(calibrated_dir, detector_data_dir):
+    detector = Detector(calibrated_dir)
+    real, invented = detector.predict(["The soup was lovely and the waiter was friendly.",
+                                       "The suop wsa lvoely adn hte wiater wsa firendly."])
+    assert invented.machine_probability > real.machine_probability
+    assert json.loads((calibrated_dir / "detector_log.json").read_text())["lexicon"]["unknown_share_weight"] > 0
+    figures = evaluate(detector, datasets.load_from_disk(str(detector_data_dir))["test"])
+    assert figures["roc_auc"] >= 0.8
+
+
+def test_calibrated_detectors_card_names_its_lexicon(calibrated_dir):
+    words = json.loads((calibrated_dir / "detector_log.json").read_text())["lexicon"]["words"]
+    assert f"{words:,} words of the generator's training reviews" in render_model_card(calibrated_dir)
+
+
+def test_pipeline_loads_the_calibrated_detector_alone(calibrated_dir):
+    # The lexicon travels in model.safetensors, so the plain pipeline gives the same answer as `charlstm detect`.
+    classifier = pipeline("text-classification", model=str(calibrated_dir))
+    text = "The suop wsa lvoely."
+    scores = {row["label"]: row["score"] for row in classifier(text, top_k=None)}
+    assert Detector(calibrated_dir).predict([text])[0].machine_probability == pytest.approx(scores["machine"], abs=1e-5)
+
+
+def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, generator_dir, tmp_path, capsys):
+    assert main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(detector_dir)]) == 2
+    assert "other than the detector's own" in capsys.readouterr().err
+    assert main(["detector", "calibrate", str(detector_dir), str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
+    assert "not a directory written by" in capsys.readouterr().err
+    assert main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(tmp_path / "out"),
+                 "--generator", str(generator_dir)]) == 2
+    assert "--human-data" in capsys.readouterr().err
