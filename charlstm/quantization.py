@@ -62,8 +62,8 @@ def _packed_linears(lstm: nn.Module) -> tuple:
     """
     A one-layer int8 LSTM's two packed matrix products (input and recurrent, biases included), repacked from the
     same int8 weights, for the model's decoding step: it runs them and the gate arithmetic as one compiled
-    function (`modeling_charlstm.int8_lstm_cell`) instead of the layer's kernel, which treats one character as a
-    sequence. The copy costs a quarter of the fp32 weights' memory.
+    function (`modeling_charlstm.int8_decoding_step`) instead of the layer's kernel, which treats one character as
+    a sequence. The copy costs a quarter of the fp32 weights' memory.
     """
     weights = lstm._weight_bias()
     return tuple(

@@ -4,11 +4,12 @@ Rows, all with the same random weights and in one run (the machine is shared and
 side by side and every figure is the median of several repeats), for fp32 and int8 weights (`charlstm.quantize`):
 - generate:  `model.generate(do_sample=True)`, the state carried as the cache.
 - bare loop: the same arithmetic with no transformers machinery (embedding, one LSTM step per layer, projection,
-             multinomial sampling): the practical limit for these weights.
+             multinomial sampling): the practical limit for these weights. int8 runs the model's own compiled
+             decoding step, which with one thread starts the next step's first recurrent product on a second.
 - IBM window: the IBM code pattern's algorithm: every new character re-runs the LSTM over the last 256 characters.
 The IBM notebook's own Keras loop made 6.5 characters/s on this machine (measured once, by hand: Keras is not a
 dependency); the last column compares against it. `--threads 1 2` measures every row with 1 and with 2 torch
-threads: batch-1 steps are bound by reading the weights, and two threads split each matrix between the cores.
+threads: two threads split each matrix between the cores; one thread leaves the other core to the early product.
 
     python scripts/bench_generate.py --threads 1 2 --json bench_generate.json
 """
@@ -21,7 +22,7 @@ import time
 import torch
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import lstm_step
+from charlstm.modeling_charlstm import int8_decoding_step, int8_step_weights, lstm_step, scripted, starts_recurrent_early
 
 WINDOW = 256
 IBM_KERAS_CHARS_PER_S = 6.5
@@ -46,18 +47,29 @@ def run_generate(model, ids, new_chars):
 
 @torch.no_grad()
 def run_bare_loop(model, ids, new_chars):
-    layers = model.model.layers
+    """int8 weights run the model's own compiled decoding step (`int8_decoding_step`), as generate's steps do."""
+    packed = int8_step_weights(model.model.layers)
     batch = ids.shape[0]
-    state = [(torch.zeros(batch, size), torch.zeros(batch, size)) for size in model.config.hidden_sizes]
-    token = None
+    hidden = [torch.zeros(batch, size) for size in model.config.hidden_sizes]
+    cell = [torch.zeros(batch, size) for size in model.config.hidden_sizes]
+    early, token = None, None
     for step in range(ids.shape[1] + new_chars):
-        x = model.model.embeddings(ids[:, step] if step < ids.shape[1] else token)
-        for index, lstm in enumerate(layers):
-            state[index] = lstm_step(lstm, x, *state[index])
-            x = state[index][0]
+        current = ids[:, step] if step < ids.shape[1] else token
+        logits = None
+        if packed is not None:
+            logits, hidden, cell, early = scripted(int8_decoding_step)(
+                current[:, None], model.model.embeddings.weight, hidden, cell, packed,
+                model.lm_head.weight, model.lm_head.bias, early, starts_recurrent_early(),
+            )
+            logits = logits[:, 0]
+        else:
+            x = model.model.embeddings(current)
+            for index, lstm in enumerate(model.model.layers):
+                hidden[index], cell[index] = lstm_step(lstm, x, hidden[index], cell[index])
+                x = hidden[index]
         if step >= ids.shape[1] - 1:
-            probs = torch.softmax(model.lm_head(x), dim=-1)
-            token = torch.multinomial(probs, 1)[:, 0]
+            logits = model.lm_head(x) if logits is None else logits
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1)[:, 0]
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import torch
 from transformers import TextIteratorStreamer
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import _compiled_int8_lstm_cell, int8_lstm_cell, lstm_step
+from charlstm.modeling_charlstm import int8_decoding_step, int8_lstm_cell, int8_step_weights, lstm_step, scripted
 from charlstm.quantization import int8_engine, is_quantized
 
 PROMPTS = ["The tacos were", "Cold", "Best brunch in town"]
@@ -83,7 +83,7 @@ def test_int8_cached_steps_match_a_full_rerun(int8_model, tiny_tokenizer):
 def test_int8_decoding_step_equals_the_layers_own_kernel(int8_model):
     # The decoding step calls the layer's two int8 products itself, compiled by TorchScript (the plain function is
     # the fallback); both must give the very state of a one-character run through the module's own kernel.
-    assert isinstance(_compiled_int8_lstm_cell(), torch.jit.ScriptFunction)  # else the pinned torch lost speed
+    assert isinstance(scripted(int8_lstm_cell), torch.jit.ScriptFunction)  # else the pinned torch lost speed
     torch.manual_seed(0)
     for lstm in int8_model.model.layers:
         x = torch.randn(3, lstm.input_size)
@@ -91,6 +91,38 @@ def test_int8_decoding_step_equals_the_layers_own_kernel(int8_model):
         _, kernel = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
         for stepped in (lstm_step(lstm, x, h, c), int8_lstm_cell(x, h, c, *lstm.int8_linears)):
             assert torch.equal(stepped[0], kernel[0][0]) and torch.equal(stepped[1], kernel[1][0])
+
+
+@needs_int8
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_whole_decoding_step_equals_the_layer_by_layer_path(int8_model, tiny_tokenizer, threads):
+    # generate's decoding steps take the compiled whole step, which with one torch thread starts the first layer's
+    # next recurrent product early on another thread; asking for hidden states takes the general path, layer by
+    # layer. Greedy generation must give the same logits to the bit either way, and the plain fallback too.
+    assert isinstance(scripted(int8_decoding_step), torch.jit.ScriptFunction)  # else the pinned torch lost speed
+    ids = tiny_tokenizer(["Great tacos", "Slow servic"], return_tensors="pt")["input_ids"]
+    settings = dict(max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fused = int8_model.generate(ids, **settings)
+        general = int8_model.generate(ids, output_hidden_states=True, **settings)
+        with torch.no_grad():
+            cache = int8_model(ids[:, :-1], use_cache=True).cache
+            stepped = int8_model(ids[:, -1:], cache=cache)
+            early = cache.recurrent_product_ready()
+            plain = int8_decoding_step(
+                ids[:, -1:], int8_model.model.embeddings.weight, cache.hidden, cache.cell,
+                int8_step_weights(int8_model.model.layers), int8_model.lm_head.weight, int8_model.lm_head.bias,
+                None, False,
+            )
+            again = int8_model(ids[:, -1:], cache=cache).logits
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(fused.sequences, general.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(fused.logits, general.logits))
+    assert (early is not None) == (threads == 1)  # one thread: the next step's product was started early
+    assert torch.equal(plain[0], again)  # the plain function, computing it all itself, agrees with that
 
 
 @needs_int8
