@@ -22,7 +22,13 @@ import time
 import torch
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import int8_decoding_step, int8_step_weights, lstm_step, scripted, starts_recurrent_early
+from charlstm.modeling_charlstm import (
+    int8_decoding_step,
+    int8_step_weights,
+    lstm_step,
+    scripted,
+    starts_recurrent_early,
+)
 
 WINDOW = 256
 IBM_KERAS_CHARS_PER_S = 6.5

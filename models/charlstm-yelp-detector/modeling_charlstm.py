@@ -113,7 +113,9 @@ def lstm_step(lstm: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
     return scripted(int8_lstm_cell)(x, h, c, *int8_linears)
 
 
-def int8_recurrent_product(h: torch.Tensor, packed_hh: "torch.classes.quantized.LinearPackedParamsBase") -> torch.Tensor:
+def int8_recurrent_product(
+    h: torch.Tensor, packed_hh: "torch.classes.quantized.LinearPackedParamsBase"
+) -> torch.Tensor:
     """A layer's recurrent product as `int8_lstm_cell` computes it, for `int8_decoding_step` to start early."""
     return torch.ops.quantized.linear_dynamic(h, packed_hh, True)
 
