@@ -9,6 +9,8 @@ up to 1.0, the range the detector's goal is set for.
 
 The trained detector calls a text machine-written at P(machine) >= 0.5. The zero-shot baseline
 (`charlstm.zero_shot`) is calibrated, per length, on texts of the detector data's train split cut the same way.
+Each AUC comes with a 95% bootstrap interval (`charlstm.detection_metrics.auc_interval`): a temperature row of a
+few dozen machine texts says little more than its interval does.
 
     python scripts/eval_detector.py --data runs/detector-data --json runs/eval_detector.json
 """
@@ -22,7 +24,7 @@ import time
 import datasets
 
 from charlstm.detection import THRESHOLD, Detector
-from charlstm.detection_metrics import roc_auc, threshold_metrics
+from charlstm.detection_metrics import auc_interval, roc_auc, threshold_metrics
 from charlstm.detector_data import MACHINE
 from charlstm.generation import load_generator
 from charlstm.scoring import score_texts
@@ -62,8 +64,12 @@ def zero_shot_statistics(scores, length: int | None) -> dict[str, float]:
     return text_statistics(scores if length is None else scores.head(length))
 
 
-def metrics(labels: list[int], scores: list[float], threshold: float) -> dict[str, float]:
-    return {"roc_auc": roc_auc(labels, scores), **threshold_metrics(labels, scores, threshold)}
+def metrics(labels: list[int], scores: list[float], threshold: float) -> dict:
+    return {
+        "roc_auc": roc_auc(labels, scores),
+        "roc_auc_95ci": list(auc_interval(labels, scores)),
+        **threshold_metrics(labels, scores, threshold),
+    }
 
 
 def main() -> int:
@@ -138,7 +144,8 @@ def main() -> int:
 def print_table(rows: list[dict], calibrations: dict) -> None:
     header = (
         f"{'length':>6} {'temp':>5} {'human':>6} {'mach.':>6} | "
-        f"{'detector: AUC':>13} {'acc':>5} {'P':>5} {'R':>5} | {'zero-shot: AUC':>14} {'acc':>5} {'P':>5} {'R':>5}"
+        f"{'detector: AUC':>13} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5} | "
+        f"{'zero-shot: AUC':>14} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -157,8 +164,9 @@ def print_table(rows: list[dict], calibrations: dict) -> None:
 
 
 def method_cells(figures: dict, auc_width: int) -> str:
+    low, high = figures["roc_auc_95ci"]
     return (
-        f"{figures['roc_auc']:{auc_width}.3f} {figures['accuracy']:5.3f} "
+        f"{figures['roc_auc']:{auc_width}.3f} {low:5.3f}-{high:5.3f} {figures['accuracy']:5.3f} "
         f"{figures['precision']:5.3f} {figures['recall']:5.3f}"
     )
 

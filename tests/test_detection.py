@@ -17,7 +17,7 @@ from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
 from charlstm.data import load_reviews
 from charlstm.detection import Detector, evaluate
-from charlstm.detection_metrics import best_threshold, roc_auc, threshold_metrics
+from charlstm.detection_metrics import auc_interval, best_threshold, roc_auc, threshold_metrics
 from charlstm.detector_data import up_to_last_sentence_end
 from charlstm.detector_training import EqualLengthCrops, last_complete_checkpoint
 from charlstm.model_card import render_model_card
@@ -325,6 +325,19 @@ def test_roc_auc_counts_ties_as_half():
     assert roc_auc([0, 0, 1, 1], [0.1, 0.3, 0.3, 0.4]) == pytest.approx(0.875)
     with pytest.raises(ValueError):
         roc_auc([1, 1], [0.1, 0.2])
+
+
+def test_auc_interval_brackets_the_auc_and_narrows_with_more_texts():
+    rng = random.Random(0)
+    labels = [0] * 200 + [1] * 200
+    scores = [rng.gauss(0.0, 1.0) for _ in range(200)] + [rng.gauss(1.0, 1.0) for _ in range(200)]
+    low, high = auc_interval(labels, scores)
+    assert low < roc_auc(labels, scores) < high and auc_interval(labels, scores) == (low, high)  # seeded
+    few_low, few_high = auc_interval(labels[180:220], scores[180:220])
+    assert few_high - few_low > 1.5 * (high - low)
+    assert auc_interval([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == (1.0, 1.0)  # separated in every resample
+    with pytest.raises(ValueError, match="level"):
+        auc_interval(labels, scores, level=95)
 
 
 def test_threshold_metrics_and_best_threshold():
