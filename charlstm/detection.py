@@ -216,14 +216,20 @@ def read_reviews(args) -> list[str]:
         return reviews
 
 
-def load_detector_data(path: str) -> datasets.DatasetDict:
-    """A directory written by `charlstm detector build-data`, or a UsageError that says what it is instead."""
+def load_detector_data(path: str, needs: tuple[str, ...] = ()) -> datasets.DatasetDict:
+    """
+    A directory written by `charlstm detector build-data`, holding at least the splits in `needs`, or a UsageError
+    that says what it is instead.
+    """
     try:
         data = datasets.load_from_disk(path)
     except FileNotFoundError:
         raise UsageError(f"{path} is not a directory written by `charlstm detector build-data`") from None
     if not isinstance(data, datasets.DatasetDict) or not {"text", "label"} <= set(data[next(iter(data))].column_names):
         raise UsageError(f"{path} is not detector data: expected splits with 'text' and 'label' columns")
+    missing = [name for name in needs if name not in data]
+    if missing:
+        raise UsageError(f"{path} has no {' or '.join(missing)} split (splits: {', '.join(data)})")
     return data
 
 
@@ -300,8 +306,8 @@ def run_calibrate(args) -> int:
     log_path = Path(args.detector) / DETECTOR_LOG
     log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
     generator_dir = args.generator or log.get("generator") or str(BUNDLED_MODEL)
-    data = load_detector_data(args.data)
-    test = load_detector_data(args.test_data)["test"] if args.test_data else data.get("test")
+    data = load_detector_data(args.data, needs=("train",))
+    test = load_detector_data(args.test_data, needs=("test",))["test"] if args.test_data else data.get("test")
     reviews = held_out_reviews(generator_dir, args.human_data, args.validation_fraction, args.data_seed)
     lexicon_texts = reviews.train["text"]  # the words the generator learned from
     log["lexicon"] = {

@@ -407,6 +407,10 @@ def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, generat
     assert "other than the detector's own" in capsys.readouterr().err
     assert main(["detector", "calibrate", str(detector_dir), str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "not a directory written by" in capsys.readouterr().err
+    only_test = tmp_path / "only-test"
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": ["Fine."], "label": [0]})}).save_to_disk(only_test)
+    assert main(["detector", "calibrate", str(detector_dir), str(only_test), str(tmp_path / "out")]) == 2
+    assert "has no train split (splits: test)" in capsys.readouterr().err
     assert main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(tmp_path / "out"),
                  "--generator", str(generator_dir)]) == 2
     assert "--human-data" in capsys.readouterr().err
