@@ -55,6 +55,9 @@ def quantize(model: nn.Module, inplace: bool = False) -> nn.Module:
     for module in target.modules():
         if isinstance(module, torch.ao.nn.quantized.dynamic.LSTM):
             module.int8_linears = _packed_linears(module)
+    for module in target.modules():
+        if hasattr(module, "prepare_int8_decoding"):  # the causal LM, also when loaded as remote code
+            module.prepare_int8_decoding()
     return target
 
 

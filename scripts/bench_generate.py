@@ -5,11 +5,11 @@ side by side and every figure is the median of several repeats), for fp32 and in
 - generate:  `model.generate(do_sample=True)`, the state carried as the cache.
 - bare loop: the same arithmetic with no transformers machinery (embedding, one LSTM step per layer, projection,
              multinomial sampling): the practical limit for these weights. int8 runs the model's own compiled
-             decoding step, which with one thread starts the next step's first recurrent product on a second.
+             decoding step, which with one thread starts the next step's recurrent products on a second.
 - IBM window: the IBM code pattern's algorithm: every new character re-runs the LSTM over the last 256 characters.
 The IBM notebook's own Keras loop made 6.5 characters/s on this machine (measured once, by hand: Keras is not a
 dependency); the last column compares against it. `--threads 1 2` measures every row with 1 and with 2 torch
-threads: two threads split each matrix between the cores; one thread leaves the other core to the early product.
+threads: two threads split each matrix between the cores; one thread leaves the other core to the early products.
 
     python scripts/bench_generate.py --threads 1 2 --json bench_generate.json
 """
@@ -22,13 +22,7 @@ import time
 import torch
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import (
-    int8_decoding_step,
-    int8_step_weights,
-    lstm_step,
-    scripted,
-    starts_recurrent_early,
-)
+from charlstm.modeling_charlstm import int8_decoding_step, lstm_step, scripted, starts_recurrent_early
 
 WINDOW = 256
 IBM_KERAS_CHARS_PER_S = 6.5
@@ -54,7 +48,7 @@ def run_generate(model, ids, new_chars):
 @torch.no_grad()
 def run_bare_loop(model, ids, new_chars):
     """int8 weights run the model's own compiled decoding step (`int8_decoding_step`), as generate's steps do."""
-    packed = int8_step_weights(model.model.layers)
+    int8 = model.int8_decoding
     batch = ids.shape[0]
     hidden = [torch.zeros(batch, size) for size in model.config.hidden_sizes]
     cell = [torch.zeros(batch, size) for size in model.config.hidden_sizes]
@@ -62,9 +56,9 @@ def run_bare_loop(model, ids, new_chars):
     for step in range(ids.shape[1] + new_chars):
         current = ids[:, step] if step < ids.shape[1] else token
         logits = None
-        if packed is not None:
+        if int8 is not None:
             logits, hidden, cell, early = scripted(int8_decoding_step)(
-                current[:, None], model.model.embeddings.weight, hidden, cell, packed,
+                current[:, None], int8.first_layer_inputs, hidden, cell, int8.packed,
                 model.lm_head.weight, model.lm_head.bias, early, starts_recurrent_early(),
             )
             logits = logits[:, 0]

@@ -7,7 +7,7 @@ import torch
 from transformers import TextIteratorStreamer
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import int8_decoding_step, int8_lstm_cell, int8_step_weights, lstm_step, scripted
+from charlstm.modeling_charlstm import int8_decoding_step, int8_lstm_cell, lstm_step, scripted
 from charlstm.quantization import int8_engine, is_quantized
 
 PROMPTS = ["The tacos were", "Cold", "Best brunch in town"]
@@ -96,33 +96,38 @@ def test_int8_decoding_step_equals_the_layers_own_kernel(int8_model):
 @needs_int8
 @pytest.mark.parametrize("threads", [1, 2])
 def test_int8_whole_decoding_step_equals_the_layer_by_layer_path(int8_model, tiny_tokenizer, threads):
-    # generate's decoding steps take the compiled whole step, which with one torch thread starts the first layer's
-    # next recurrent product early on another thread; asking for hidden states takes the general path, layer by
-    # layer. Greedy generation must give the same logits to the bit either way, and the plain fallback too.
+    # generate's decoding steps take the compiled whole step, which looks up the first layer's input product and,
+    # with one torch thread, starts the next step's recurrent products early on another thread; asking for hidden
+    # states takes the general path, layer by layer. Greedy generation must give the same logits to the bit either
+    # way (at batch 1: in a batch, the looked-up product is each row's own), and the plain fallback too.
     assert isinstance(scripted(int8_decoding_step), torch.jit.ScriptFunction)  # else the pinned torch lost speed
-    ids = tiny_tokenizer(["Great tacos", "Slow servic"], return_tensors="pt")["input_ids"]
     settings = dict(max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        fused = int8_model.generate(ids, **settings)
-        general = int8_model.generate(ids, output_hidden_states=True, **settings)
+        for prompt in ("Great tacos", "Slow servic"):
+            ids = tiny_tokenizer(prompt, return_tensors="pt")["input_ids"]
+            fused = int8_model.generate(ids, **settings)
+            general = int8_model.generate(ids, output_hidden_states=True, **settings)
+            assert torch.equal(fused.sequences, general.sequences)
+            assert all(torch.equal(a, b) for a, b in zip(fused.logits, general.logits))
         with torch.no_grad():
             cache = int8_model(ids[:, :-1], use_cache=True).cache
-            stepped = int8_model(ids[:, -1:], cache=cache)
-            early = cache.recurrent_product_ready()
+            int8_model(ids[:, -1:], cache=cache)  # with one thread, starts the next products early
+            early = cache.recurrent_products_ready()
+            int8 = int8_model.int8_decoding
             plain = int8_decoding_step(
-                ids[:, -1:], int8_model.model.embeddings.weight, cache.hidden, cache.cell,
-                int8_step_weights(int8_model.model.layers), int8_model.lm_head.weight, int8_model.lm_head.bias,
-                None, False,
+                ids[:, -1:], int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
+                int8_model.lm_head.weight, int8_model.lm_head.bias, None, False,
             )
             again = int8_model(ids[:, -1:], cache=cache).logits
+            cache.hidden[-1] = cache.hidden[-1].clone()  # any change of state voids the products started early
+            voided = cache.recurrent_products_ready()
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(fused.sequences, general.sequences)
-    assert all(torch.equal(a, b) for a, b in zip(fused.logits, general.logits))
-    assert (early is not None) == (threads == 1)  # one thread: the next step's product was started early
+    assert (early is not None) == (threads == 1)  # one thread: the next step's products were started early
     assert torch.equal(plain[0], again)  # the plain function, computing it all itself, agrees with that
+    assert voided is None
 
 
 @needs_int8

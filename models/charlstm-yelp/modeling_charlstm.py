@@ -7,7 +7,7 @@ This file travels to the Hub next to the weights, so its only local import is th
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -36,14 +36,17 @@ class CharLSTMCache:
         self.hidden = hidden
         self.cell = cell
         self.seen_tokens = seen_tokens
-        # The int8 decoding step starts the first layer's recurrent product for the next step early, on another
-        # thread (`int8_decoding_step`); it holds only while `hidden[0]` is the very tensor it was started from.
+        # The int8 decoding step starts the next step's recurrent products early, on another thread
+        # (`int8_decoding_step`); they hold only while the hidden states are the very tensors they were started from.
         self.next_recurrent = None
         self.next_recurrent_from = None
 
-    def recurrent_product_ready(self):
-        """The early recurrent product of the first layer, if it was started from the current state."""
-        return self.next_recurrent if self.hidden[0] is self.next_recurrent_from else None
+    def recurrent_products_ready(self):
+        """The early recurrent products of every layer, if they were started from the current state."""
+        started_from = self.next_recurrent_from
+        if started_from is None or any(now is not then for now, then in zip(self.hidden, started_from)):
+            return None
+        return self.next_recurrent
 
     @classmethod
     def zeros(cls, config: CharLSTMConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
@@ -113,11 +116,18 @@ def lstm_step(lstm: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
     return scripted(int8_lstm_cell)(x, h, c, *int8_linears)
 
 
-def int8_recurrent_product(
-    h: torch.Tensor, packed_hh: "torch.classes.quantized.LinearPackedParamsBase"
-) -> torch.Tensor:
-    """A layer's recurrent product as `int8_lstm_cell` computes it, for `int8_decoding_step` to start early."""
-    return torch.ops.quantized.linear_dynamic(h, packed_hh, True)
+def int8_recurrent_products(
+    hidden: list[torch.Tensor], packed: "list[torch.classes.quantized.LinearPackedParamsBase]"
+) -> list[torch.Tensor]:
+    """Every layer's recurrent product, as `int8_lstm_cell` computes it (`packed` as for `int8_decoding_step`)."""
+    return [torch.ops.quantized.linear_dynamic(h, packed[2 * index + 1], True) for index, h in enumerate(hidden)]
+
+
+def lstm_gates_to_state(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new `(h, c)` from a layer's summed gate pre-activations, in place where it can be."""
+    input_gate, forget_gate, cell_gate, output_gate = gates.unsafe_chunk(4, 1)
+    c = (forget_gate.sigmoid_() * c).add_(input_gate.sigmoid_() * cell_gate.tanh_())
+    return output_gate.sigmoid_() * c.tanh(), c
 
 
 def int8_lstm_cell(
@@ -126,55 +136,64 @@ def int8_lstm_cell(
     c: torch.Tensor,
     packed_ih: "torch.classes.quantized.LinearPackedParamsBase",
     packed_hh: "torch.classes.quantized.LinearPackedParamsBase",
-    recurrent: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     One step of an int8 layer from its two packed products (biases included), in the order of the layer's own
     kernel (`torch.quantized_lstm`), so the state is the same to the bit; that kernel treats one character as a
     sequence, at a cost. reduce_range=True: activations are quantized to 7 bits, as that kernel does.
-    `recurrent`: the recurrent product `int8_recurrent_product(h, packed_hh)`, when it was computed already.
     """
-    if recurrent is None:
-        recurrent = int8_recurrent_product(h, packed_hh)
-    gates = recurrent.add_(torch.ops.quantized.linear_dynamic(x, packed_ih, True))
-    input_gate, forget_gate, cell_gate, output_gate = gates.unsafe_chunk(4, 1)
-    c = (forget_gate.sigmoid_() * c).add_(input_gate.sigmoid_() * cell_gate.tanh_())
-    return output_gate.sigmoid_() * c.tanh(), c
+    recurrent = torch.ops.quantized.linear_dynamic(h, packed_hh, True)
+    return lstm_gates_to_state(recurrent.add_(torch.ops.quantized.linear_dynamic(x, packed_ih, True)), c)
+
+
+def int8_first_layer_inputs(
+    embeddings: torch.Tensor, packed_ih: "torch.classes.quantized.LinearPackedParamsBase"
+) -> torch.Tensor:
+    """
+    The first layer's input product of every character, one row each, as `int8_lstm_cell` computes it for a
+    character alone. It is the same at every step, so `int8_decoding_step` looks it up instead of computing it.
+    """
+    return torch.cat([torch.ops.quantized.linear_dynamic(row[None], packed_ih, True) for row in embeddings])
 
 
 def int8_decoding_step(
     input_ids: torch.Tensor,
-    embeddings: torch.Tensor,
+    first_layer_inputs: torch.Tensor,
     hidden: list[torch.Tensor],
     cell: list[torch.Tensor],
     packed: "list[torch.classes.quantized.LinearPackedParamsBase]",
     head_weight: torch.Tensor,
     head_bias: torch.Tensor,
-    first_recurrent: "Optional[torch.jit.Future[torch.Tensor]]",
+    early_recurrent: "Optional[torch.jit.Future[list[torch.Tensor]]]",
     start_next: bool,
-) -> "tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], Optional[torch.jit.Future[torch.Tensor]]]":
+) -> "tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], Optional[torch.jit.Future[list[torch.Tensor]]]]":
     """
-    A whole decoding step of an int8 model, one character per row, from embedding to logits, as `int8_lstm_cell`
-    computes each layer (`packed` holds each layer's input and recurrent products in turn). Returns the logits,
-    shaped (batch, 1, vocab), the new hidden and cell states and, with `start_next`, the first layer's recurrent
-    product for the next step, already running on another thread (`torch.jit.fork`).
+    A whole decoding step of an int8 model, one character per row, from character to logits. `packed` holds each
+    layer's input and recurrent products in turn, `first_layer_inputs` the first layer's input product of every
+    character (`int8_first_layer_inputs`). Returns the logits, shaped (batch, 1, vocab), the new hidden and cell
+    states and, with `start_next`, the recurrent products for the next step, already running on another thread
+    (`torch.jit.fork`). At batch 1 the numbers are those of `int8_lstm_cell` run layer by layer, to the bit; in a
+    batch, rows share the activation scale of every other product, as there.
 
-    Why start it early: the first layer's recurrent matrix is the largest and depends only on the new state, not on
-    the character sampled next. So it runs while the other layers, the sampling and generate's own work go on, and
-    the next step finds it done (`first_recurrent`). Compiled as one function, the step also crosses from Python
-    into torch once instead of a few dozen times.
+    Why start them early: the recurrent products are most of the weights and depend only on the new state, not on
+    the character sampled next. So they run while the sampling and generate's own work go on, and the next step
+    finds them done (`early_recurrent`). Compiled as one function, the step also crosses from Python into torch
+    once instead of a few dozen times.
     """
-    x = torch.nn.functional.embedding(input_ids[:, 0], embeddings)
+    if early_recurrent is None:
+        recurrent = int8_recurrent_products(hidden, packed)
+    else:
+        recurrent = torch.jit.wait(early_recurrent)
+    x = first_layer_inputs.index_select(0, input_ids[:, 0])
     new_hidden: list[torch.Tensor] = []
     new_cell: list[torch.Tensor] = []
     for index in range(len(hidden)):
-        recurrent: Optional[torch.Tensor] = None
-        if index == 0 and first_recurrent is not None:
-            recurrent = torch.jit.wait(first_recurrent)
-        x, c = int8_lstm_cell(x, hidden[index], cell[index], packed[2 * index], packed[2 * index + 1], recurrent)
+        if index > 0:
+            x = torch.ops.quantized.linear_dynamic(x, packed[2 * index], True)
+        x, c = lstm_gates_to_state(recurrent[index].add_(x), cell[index])
         new_hidden.append(x)
         new_cell.append(c)
-    next_recurrent = torch.jit.fork(int8_recurrent_product, new_hidden[0], packed[1]) if start_next else None
+    next_recurrent = torch.jit.fork(int8_recurrent_products, new_hidden, packed) if start_next else None
     return torch.nn.functional.linear(x, head_weight, head_bias).unsqueeze(1), new_hidden, new_cell, next_recurrent
 
 
@@ -196,9 +215,9 @@ def scripted(function):
 
 def starts_recurrent_early() -> bool:
     """
-    Whether `int8_decoding_step` should start the next step's first recurrent product on another thread. Only with
-    one torch thread: with more, the two tasks' thread teams fight over the cores (on a 2-core CPU, generate at
-    batch 1 gained 28% with one thread and nothing with two).
+    Whether `int8_decoding_step` should start the next step's recurrent products on another thread. Only with one
+    torch thread: with more, the two tasks' thread teams fight over the cores (on a 2-core CPU, generate at batch 1
+    gained 28% with one thread and nothing with two).
     """
     return torch.get_num_threads() == 1
 
@@ -207,6 +226,13 @@ def int8_step_weights(layers: nn.ModuleList) -> list | None:
     """Every layer's packed int8 products, in the order `int8_decoding_step` takes them; None unless all are int8."""
     linears = [getattr(layer, "int8_linears", None) for layer in layers]
     return None if any(pair is None for pair in linears) else [packed for pair in linears for packed in pair]
+
+
+class Int8Decoding(NamedTuple):
+    """What `int8_decoding_step` needs besides the state, prepared once when the model is quantized."""
+
+    packed: list
+    first_layer_inputs: torch.Tensor
 
 
 class PaddedBatch:
@@ -421,6 +447,7 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = CharLSTMModel(config)
         self.lm_head = nn.Linear(config.hidden_sizes[-1], config.vocab_size)
+        self.int8_decoding: Int8Decoding | None = None  # set by `prepare_int8_decoding`
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -456,12 +483,27 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear):
         self.lm_head = value
 
-    def _int8_decoding_weights(self, input_ids, attention_mask, cache, use_cache, labels, output_hidden_states):
+    def prepare_int8_decoding(self) -> None:
         """
-        The packed products for `int8_decoding_step` when this call is a plain decoding step of an int8 model: one
-        character per row, a cache to carry on, no mask (generate passes none after the prompt), nothing extra to
-        return. None sends the call the general way, which gives the same numbers.
+        Called by `charlstm.quantize` once the layers are int8: prepares what `int8_decoding_step` needs. A model
+        quantized any other way, or changed after quantizing, decodes layer by layer or must call this again.
         """
+        packed = int8_step_weights(self.model.layers)
+        if packed is None:
+            self.int8_decoding = None
+            return
+        with torch.no_grad():
+            first_layer_inputs = int8_first_layer_inputs(self.model.embeddings.weight, packed[0])
+        self.int8_decoding = Int8Decoding(packed, first_layer_inputs)
+
+    def _int8_decoding_for(self, input_ids, attention_mask, cache, use_cache, labels, output_hidden_states):
+        """
+        The model's `Int8Decoding` when this call is a plain decoding step of an int8 model: one character per
+        row, a cache to carry on, no mask (generate passes none after the prompt), nothing extra to return. None
+        sends the call the general way, which gives the same numbers at batch 1.
+        """
+        if self.int8_decoding is None:
+            return None
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         if (
@@ -469,7 +511,7 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
             or use_cache is False or labels is not None or output_hidden_states or self.training
         ):
             return None
-        return int8_step_weights(self.model.layers)
+        return self.int8_decoding
 
     def forward(
         self,
@@ -489,13 +531,13 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         spares the projection of a long prompt. `labels` equal to -100 are ignored, as are padding positions.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        packed = self._int8_decoding_weights(input_ids, attention_mask, cache, use_cache, labels, output_hidden_states)
-        if packed is not None:
+        int8 = self._int8_decoding_for(input_ids, attention_mask, cache, use_cache, labels, output_hidden_states)
+        if int8 is not None:
             logits, cache.hidden, cache.cell, cache.next_recurrent = scripted(int8_decoding_step)(
-                input_ids, self.model.embeddings.weight, cache.hidden, cache.cell, packed,
-                self.lm_head.weight, self.lm_head.bias, cache.recurrent_product_ready(), starts_recurrent_early(),
+                input_ids, int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
+                self.lm_head.weight, self.lm_head.bias, cache.recurrent_products_ready(), starts_recurrent_early(),
             )
-            cache.next_recurrent_from = cache.hidden[0]
+            cache.next_recurrent_from = tuple(cache.hidden)
             cache.seen_tokens += 1
             hidden_states = None
         else:
