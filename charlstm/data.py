@@ -70,7 +70,9 @@ def load_reviews(
     splits = DatasetDict({name: _standardise(split, text_column, label_column) for name, split in splits.items()})
     if label_column is not None:
         splits = _map_stars(splits, label_column, source)
-    splits = DatasetDict({name: split.filter(_has_text, desc="dropping blank reviews") for name, split in splits.items()})
+    splits = DatasetDict(
+        {name: split.filter(_has_text, desc="dropping blank reviews") for name, split in splits.items()}
+    )
     if len(splits["train"]) == 0:
         raise UsageError(f"dataset {source!r} has no non-blank text in column {text_column!r} of its train split")
 

@@ -98,9 +98,9 @@ def machine_rows(
     """
     `count` reviews written by `generator`, in equal shares per temperature; each `generate` call writes
     `batch_size` reviews with its own top-k, top-p, star prompt, length cap and seed. A review that runs into its
-    length cap is cut back to its last sentence end (if it has one), as someone passing it off as real would do (a text that stops
-    mid-word would be too easy to catch). Reviews shorter than `min_chars` after that are dropped, as short human
-    reviews are, and more are written.
+    length cap is cut back to its last sentence end (if it has one), as someone passing it off as real would do
+    (a text that stops mid-word would be too easy to catch). Reviews shorter than `min_chars` after that are
+    dropped, as short human reviews are, and more are written.
     """
     rng = random.Random(seed)
     rows: list[dict] = []

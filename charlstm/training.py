@@ -365,7 +365,8 @@ def prepare_run(args) -> PreparedRun:
 
 def _check_train_arguments(args) -> None:
     positive = {"--seq-len": args.seq_len, "--batch-size": args.batch_size, "--eval-steps": args.eval_steps,
-                "--logging-steps": args.logging_steps, "--gradient-accumulation-steps": args.gradient_accumulation_steps}
+                "--logging-steps": args.logging_steps,
+                "--gradient-accumulation-steps": args.gradient_accumulation_steps}
     for name, value in positive.items():
         if value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")

@@ -89,7 +89,8 @@ def main() -> None:
           f"{run.model.config.hidden_sizes}, batch {options.batch_size}, {torch.get_num_threads()} CPU thread(s)")
     print(f"{'recipe':<34}{'held-out bpc':>14}{'steps':>8}{'chars predicted':>18}")
     for recipe, row in results.items():
-        print(f"{recipe:<34}{row['held_out_bpc']:>14.4f}{row['steps']:>8}{row['characters_predicted_in_training']:>18,}")
+        characters = row["characters_predicted_in_training"]
+        print(f"{recipe:<34}{row['held_out_bpc']:>14.4f}{row['steps']:>8}{characters:>18,}")
     if options.json:
         with open(options.json, "w", encoding="utf-8") as handle:
             json.dump({"settings": vars(options), "results": results}, handle, indent=2)

@@ -156,7 +156,8 @@ def test_trained_detector_is_a_complete_model_directory(detector_dir):
     assert "checkpoints" not in names and "training_args.bin" not in names
     config = json.loads((detector_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "human", "1": "machine"}
-    assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_charlstm.CharLSTMForSequenceClassification"
+    classifier = config["auto_map"]["AutoModelForSequenceClassification"]
+    assert classifier == "modeling_charlstm.CharLSTMForSequenceClassification"
     log = json.loads((detector_dir / "detector_log.json").read_text())
     assert log["max_steps"] == 40 and set(log["test"]) >= {"roc_auc", "accuracy", "precision", "recall"}
 
@@ -230,8 +231,8 @@ def test_detect_command_notes_truncation(detector_dir, capsys):
 def test_detect_bad_input_exits_2_with_a_message(detector_dir, generator_dir, tmp_path, capsys, arguments, message):
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n["not", "an", "object"]\n')
     (tmp_path / "empty.jsonl").write_text("\n")
-    paths = {"missing": tmp_path / "missing", "bad_jsonl": tmp_path / "bad.jsonl", "empty_jsonl": tmp_path / "empty.jsonl",
-             "generator": generator_dir}
+    paths = {"missing": tmp_path / "missing", "bad_jsonl": tmp_path / "bad.jsonl",
+             "empty_jsonl": tmp_path / "empty.jsonl", "generator": generator_dir}
     arguments = [argument.format(**paths) for argument in arguments]
     if "--detector" not in arguments:
         arguments += ["--detector", str(detector_dir)]
@@ -408,7 +409,8 @@ def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, generat
     assert main(["detector", "calibrate", str(detector_dir), str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
     assert "not a directory written by" in capsys.readouterr().err
     only_test = tmp_path / "only-test"
-    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": ["Fine."], "label": [0]})}).save_to_disk(only_test)
+    test_split = datasets.Dataset.from_dict({"text": ["Fine."], "label": [0]})
+    datasets.DatasetDict({"test": test_split}).save_to_disk(only_test)
     assert main(["detector", "calibrate", str(detector_dir), str(only_test), str(tmp_path / "out")]) == 2
     assert "has no train split (splits: test)" in capsys.readouterr().err
     assert main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(tmp_path / "out"),

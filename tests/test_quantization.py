@@ -56,7 +56,7 @@ def test_int8_padding_never_touches_the_state(int8_model, tiny_tokenizer):
 
 @needs_int8
 def test_int8_padded_batch_stays_close_to_each_prompt_alone(int8_model, tiny_tokenizer):
-    """Rows of a batch share one activation scale in dynamic int8, so they match the row alone closely, not bit for bit."""
+    """Rows of a batch share activation scales in dynamic int8, so they match the row alone closely, not bit for bit."""
     batch = tiny_tokenizer(PROMPTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         together = torch.log_softmax(int8_model(**batch).logits[:, -1], dim=-1)
