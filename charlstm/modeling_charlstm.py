@@ -151,13 +151,15 @@ def int8_first_layer_inputs(
 ) -> torch.Tensor:
     """
     The first layer's input product of every character, one row each, as `int8_lstm_cell` computes it for a
-    character alone. It is the same at every step, so `int8_decoding_step` looks it up instead of computing it.
+    character alone. It is the same at every step, so `int8_decoding_step` looks it up at batch 1 instead of
+    computing it.
     """
     return torch.cat([torch.ops.quantized.linear_dynamic(row[None], packed_ih, True) for row in embeddings])
 
 
 def int8_decoding_step(
     input_ids: torch.Tensor,
+    embeddings: torch.Tensor,
     first_layer_inputs: torch.Tensor,
     hidden: list[torch.Tensor],
     cell: list[torch.Tensor],
@@ -172,8 +174,7 @@ def int8_decoding_step(
     layer's input and recurrent products in turn, `first_layer_inputs` the first layer's input product of every
     character (`int8_first_layer_inputs`). Returns the logits, shaped (batch, 1, vocab), the new hidden and cell
     states and, with `start_next`, the recurrent products for the next step, already running on another thread
-    (`torch.jit.fork`). At batch 1 the numbers are those of `int8_lstm_cell` run layer by layer, to the bit; in a
-    batch, rows share the activation scale of every other product, as there.
+    (`torch.jit.fork`). The numbers are those of `int8_lstm_cell` run layer by layer, to the bit.
 
     Why start them early: the recurrent products are most of the weights and depend only on the new state, not on
     the character sampled next. So they run while the sampling and generate's own work go on, and the next step
@@ -184,7 +185,12 @@ def int8_decoding_step(
         recurrent = int8_recurrent_products(hidden, packed)
     else:
         recurrent = torch.jit.wait(early_recurrent)
-    x = first_layer_inputs.index_select(0, input_ids[:, 0])
+    if input_ids.shape[0] == 1:
+        x = first_layer_inputs.index_select(0, input_ids[:, 0])
+    else:
+        # Rows of a batch share one activation scale per product, which a table made row by row cannot know.
+        characters = torch.nn.functional.embedding(input_ids[:, 0], embeddings)
+        x = torch.ops.quantized.linear_dynamic(characters, packed[0], True)
     new_hidden: list[torch.Tensor] = []
     new_cell: list[torch.Tensor] = []
     for index in range(len(hidden)):
@@ -232,6 +238,7 @@ class Int8Decoding(NamedTuple):
     """What `int8_decoding_step` needs besides the state, prepared once when the model is quantized."""
 
     packed: list
+    embeddings: torch.Tensor
     first_layer_inputs: torch.Tensor
 
 
@@ -492,15 +499,16 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         if packed is None:
             self.int8_decoding = None
             return
+        embeddings = self.model.embeddings.weight
         with torch.no_grad():
-            first_layer_inputs = int8_first_layer_inputs(self.model.embeddings.weight, packed[0])
-        self.int8_decoding = Int8Decoding(packed, first_layer_inputs)
+            first_layer_inputs = int8_first_layer_inputs(embeddings, packed[0])
+        self.int8_decoding = Int8Decoding(packed, embeddings, first_layer_inputs)
 
     def _int8_decoding_for(self, input_ids, attention_mask, cache, use_cache, labels, output_hidden_states):
         """
         The model's `Int8Decoding` when this call is a plain decoding step of an int8 model: one character per
         row, a cache to carry on, no mask (generate passes none after the prompt), nothing extra to return. None
-        sends the call the general way, which gives the same numbers at batch 1.
+        sends the call the general way, which gives the same numbers.
         """
         if self.int8_decoding is None:
             return None
@@ -534,7 +542,7 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         int8 = self._int8_decoding_for(input_ids, attention_mask, cache, use_cache, labels, output_hidden_states)
         if int8 is not None:
             logits, cache.hidden, cache.cell, cache.next_recurrent = scripted(int8_decoding_step)(
-                input_ids, int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
+                input_ids, int8.embeddings, int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
                 self.lm_head.weight, self.lm_head.bias, cache.recurrent_products_ready(), starts_recurrent_early(),
             )
             cache.next_recurrent_from = tuple(cache.hidden)

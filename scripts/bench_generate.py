@@ -58,7 +58,7 @@ def run_bare_loop(model, ids, new_chars):
         logits = None
         if int8 is not None:
             logits, hidden, cell, early = scripted(int8_decoding_step)(
-                current[:, None], int8.first_layer_inputs, hidden, cell, int8.packed,
+                current[:, None], int8.embeddings, int8.first_layer_inputs, hidden, cell, int8.packed,
                 model.lm_head.weight, model.lm_head.bias, early, starts_recurrent_early(),
             )
             logits = logits[:, 0]

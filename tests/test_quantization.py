@@ -96,19 +96,19 @@ def test_int8_decoding_step_equals_the_layers_own_kernel(int8_model):
 @needs_int8
 @pytest.mark.parametrize("threads", [1, 2])
 def test_int8_whole_decoding_step_equals_the_layer_by_layer_path(int8_model, tiny_tokenizer, threads):
-    # generate's decoding steps take the compiled whole step, which looks up the first layer's input product and,
-    # with one torch thread, starts the next step's recurrent products early on another thread; asking for hidden
-    # states takes the general path, layer by layer. Greedy generation must give the same logits to the bit either
-    # way (at batch 1: in a batch, the looked-up product is each row's own), and the plain fallback too.
+    # generate's decoding steps take the compiled whole step, which at batch 1 looks up the first layer's input
+    # product and, with one torch thread, starts the next step's recurrent products early on another thread;
+    # asking for hidden states takes the general path, layer by layer. Greedy generation and beam search (whose
+    # beams are rows of a batch) must give the same results to the bit either way, and the plain fallback too.
     assert isinstance(scripted(int8_decoding_step), torch.jit.ScriptFunction)  # else the pinned torch lost speed
     settings = dict(max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for prompt in ("Great tacos", "Slow servic"):
-            ids = tiny_tokenizer(prompt, return_tensors="pt")["input_ids"]
-            fused = int8_model.generate(ids, **settings)
-            general = int8_model.generate(ids, output_hidden_states=True, **settings)
+        for prompts, beams in ((["Great tacos"], 1), (["Great tacos", "Slow servic"], 1), (["Slow servic"], 3)):
+            ids = tiny_tokenizer(prompts, return_tensors="pt")["input_ids"]
+            fused = int8_model.generate(ids, num_beams=beams, **settings)
+            general = int8_model.generate(ids, num_beams=beams, output_hidden_states=True, **settings)
             assert torch.equal(fused.sequences, general.sequences)
             assert all(torch.equal(a, b) for a, b in zip(fused.logits, general.logits))
         with torch.no_grad():
@@ -117,7 +117,7 @@ def test_int8_whole_decoding_step_equals_the_layer_by_layer_path(int8_model, tin
             early = cache.recurrent_products_ready()
             int8 = int8_model.int8_decoding
             plain = int8_decoding_step(
-                ids[:, -1:], int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
+                ids[:, -1:], int8.embeddings, int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
                 int8_model.lm_head.weight, int8_model.lm_head.bias, None, False,
             )
             again = int8_model(ids[:, -1:], cache=cache).logits
