@@ -141,6 +141,18 @@ def test_temperature_top_k_and_top_p_change_the_text(generator):
     assert generator.generate(settings(seed=3, top_k=1)) == generator.generate(settings(seed=4, top_p=1e-6))
 
 
+def test_reviews_are_real_characters_even_where_the_model_prefers_special_tokens(star_model_dir):
+    # <pad>, <bos>, <unk> and star tokens decode to nothing: sampled mid-review, they would silently eat the review.
+    generator = load_generator(star_model_dir)
+    tokenizer = generator.tokenizer
+    special = [index for index in tokenizer.all_special_ids if index != tokenizer.eos_token_id]
+    with torch.no_grad():
+        generator.model.lm_head.bias[special] += 30.0
+    chosen = settings(max_new_tokens=20, temperature=2.0, top_k=50)
+    reviews = generator.generate(chosen)
+    assert all(len(review) > len(chosen.prompt) for review in reviews)
+
+
 def test_stream_grows_one_character_at_a_time_and_ends_with_what_generate_returns(generator):
     chosen = settings(num_reviews=2, max_new_tokens=60)
     updates = list(generator.stream(chosen))
