@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 
 from charlstm import CharLSTMForCausalLM
 from charlstm.cli import build_parser
-from charlstm.training import make_trainer, prepare_run
+from charlstm.training.trainer import make_trainer, prepare_run
 
 
 class StepClock(TrainerCallback):

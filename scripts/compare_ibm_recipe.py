@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from charlstm.cli import build_parser
-from charlstm.data import IGNORE_INDEX, framed_stream
-from charlstm.training import make_trainer, prepare_run
+from charlstm.training.data import IGNORE_INDEX, framed_stream
+from charlstm.training.trainer import make_trainer, prepare_run
 
 WINDOW, STEP = 256, 3
 

@@ -8,7 +8,7 @@ precision there are on unbalanced sets; the counts are printed). "all" pools eve
 up to 1.0, the range the detector's goal is set for.
 
 The trained detector calls a text machine-written at P(machine) >= 0.5. The zero-shot baseline
-(`charlstm.zero_shot`) is calibrated, per length, on texts of the detector data's train split cut the same way.
+(`charlstm.detection.zero_shot`) is calibrated, per length, on texts of the detector data's train split cut the same way.
 Each AUC comes with a 95% bootstrap interval (`charlstm.detection_metrics.auc_interval`): a temperature row of a
 few dozen machine texts says little more than its interval does.
 
@@ -23,12 +23,12 @@ import time
 
 import datasets
 
-from charlstm.detection import THRESHOLD, Detector
-from charlstm.detection_metrics import auc_interval, roc_auc, threshold_metrics
-from charlstm.detector_data import MACHINE
-from charlstm.generation import load_generator
-from charlstm.scoring import score_texts
-from charlstm.zero_shot import ZeroShotDetector, text_statistics
+from charlstm.detection.detector import THRESHOLD, Detector
+from charlstm.detection.metrics import auc_interval, roc_auc, threshold_metrics
+from charlstm.detection.data import MACHINE
+from charlstm.generation.sampling import load_generator
+from charlstm.detection.scoring import score_texts
+from charlstm.detection.zero_shot import ZeroShotDetector, text_statistics
 
 # Name -> characters kept from the start of each text (None: the whole text); texts shorter than the bound are left
 # out of that row.

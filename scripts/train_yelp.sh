@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The recipe of the bundled model models/charlstm-yelp: a star-conditioned `small` char-LSTM ([512, 512]) trained
+# The recipe of the bundled model charlstm/bundled/charlstm-yelp: a star-conditioned `small` char-LSTM ([512, 512]) trained
 # on ../shared/data/yelp_reviews.jsonl with 20% of the reviews held out (seed 0), for a 70-minute CPU budget.
 # The held-out reviews are the human side of the detector's data (never seen by the generator); the budget covers
 # about 0.7 epochs, so holding out a fifth costs the generator no data it would have read. Evaluating on ~6,000

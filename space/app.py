@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 import gradio as gr
 
-from charlstm.detection import BUNDLED_DETECTOR, Detector
-from charlstm.generation import (
+from charlstm.detection.detector import BUNDLED_DETECTOR, Detector
+from charlstm.generation.sampling import (
     REVIEW_SEPARATOR,
     GenerationSettings,
     Limits,
@@ -23,7 +23,7 @@ from charlstm.generation import (
     check_settings,
     load_generator,
 )
-from charlstm.scoring import score_text
+from charlstm.detection.scoring import score_text
 
 # Tighter than the command line's: one Space is shared by everyone who opens it.
 SPACE_LIMITS = Limits(max_prompt_chars=500, max_new_tokens=1000, max_num_reviews=4, max_temperature=2.0)

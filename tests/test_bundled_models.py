@@ -1,4 +1,4 @@
-"""The models the project ships in models/: they load like any Hub model and do their jobs."""
+"""The models the project ships in charlstm/bundled/: they load like any Hub model and do their jobs."""
 
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 import charlstm
-from charlstm.detection import BUNDLED_DETECTOR
-from charlstm.generation import BUNDLED_MODEL
+from charlstm.detection.detector import BUNDLED_DETECTOR
+from charlstm.generation.sampling import BUNDLED_MODEL
 
 
 def test_bundled_generator_writes_a_star_conditioned_review():

@@ -10,7 +10,7 @@ import torch
 
 from charlstm import star_token
 from charlstm.cli import main
-from charlstm.generation import (
+from charlstm.generation.sampling import (
     BUNDLED_MODEL,
     REVIEW_SEPARATOR,
     BatchCharacterStreamer,

@@ -8,7 +8,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from charlstm.cli import main
-from charlstm.model_card import NOT_MEASURED, generate_samples, render_model_card, sampling_defaults
+from charlstm.hub.model_card import NOT_MEASURED, generate_samples, render_model_card, sampling_defaults
 from tests.test_hub import make_detector_dir
 
 FULL_LOG = {

@@ -7,7 +7,7 @@ import torch
 
 from charlstm import CharLSTMTokenizer
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
-from charlstm.scoring import score_text, score_texts
+from charlstm.detection.scoring import score_text, score_texts
 from tests.conftest import make_tiny_model
 
 TEXTS = ["Great tacos!", "Slow service, cold fries.", "Ok", "The soup was salty but the bread was fresh and warm."]

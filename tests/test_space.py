@@ -17,7 +17,7 @@ from gradio_client import Client
 from huggingface_hub import SpaceCard
 
 from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
-from charlstm.generation import REVIEW_SEPARATOR, GenerationSettings, check_settings, load_generator
+from charlstm.generation.sampling import REVIEW_SEPARATOR, GenerationSettings, check_settings, load_generator
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -14,10 +14,10 @@ from pathlib import Path
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from .cli import UsageError
-from .data import Reviews, load_reviews
-from .generation import GenerationSettings, Limits, ReviewGenerator, check_settings
-from .training import TRAINING_LOG
+from ..cli import UsageError
+from ..training.data import Reviews, load_reviews
+from ..generation.sampling import GenerationSettings, Limits, ReviewGenerator, check_settings
+from ..training.trainer import TRAINING_LOG
 
 LABELS = ("human", "machine")
 HUMAN, MACHINE = 0, 1

@@ -15,17 +15,17 @@ import datasets
 import torch
 from transformers import AutoConfig, pipeline
 
-from .cli import UsageError
-from .configuration_charlstm import CLASSIFIER_POOLINGS
-from .detection_metrics import roc_auc, threshold_metrics
-from .detector_calibration import calibrate_detector
-from .detector_data import MACHINE, SamplingGrid, build_detector_data, held_out_reviews
-from .detector_training import TOKENIZER_KWARGS, train_detector
-from .generation import BUNDLED_MODEL, load_generator, model_or_bundled
-from .training import _write_json as write_json_atomically
+from ..cli import UsageError
+from ..configuration_charlstm import CLASSIFIER_POOLINGS
+from .metrics import roc_auc, threshold_metrics
+from .calibration import calibrate_detector
+from .data import MACHINE, SamplingGrid, build_detector_data, held_out_reviews
+from .training import TOKENIZER_KWARGS, train_detector
+from ..generation.sampling import BUNDLED_MODEL, load_generator, model_or_bundled
+from ..training.trainer import _write_json as write_json_atomically
 
 # The detector the project ships, made by `charlstm detector train` from the bundled generator.
-BUNDLED_DETECTOR = Path(__file__).resolve().parent.parent / "models" / "charlstm-yelp-detector"
+BUNDLED_DETECTOR = Path(__file__).resolve().parent.parent / "bundled" / "charlstm-yelp-detector"
 DETECTOR_LOG = "detector_log.json"
 THRESHOLD = 0.5  # machine when P(machine) >= 0.5: the classes were balanced in training
 

@@ -12,8 +12,8 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from .cli import UsageError
-from .tokenization_charlstm import CharLSTMTokenizer, star_token
+from ..cli import UsageError
+from ..tokenization_charlstm import CharLSTMTokenizer, star_token
 
 DEFAULT_DATASET = "Yelp/yelp_review_full"
 

@@ -6,11 +6,11 @@ import sys
 
 # Modules that add subcommands through `register(subparsers)`, in the order `--help` lists them.
 COMMAND_MODULES = [
-    "charlstm.training",
-    "charlstm.generation",
-    "charlstm.detection",
-    "charlstm.hub",
-    "charlstm.model_card",
+    "charlstm.training.trainer",
+    "charlstm.generation.sampling",
+    "charlstm.detection.detector",
+    "charlstm.hub.push",
+    "charlstm.hub.model_card",
 ]
 
 
@@ -37,6 +37,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .training import TRAINING_CURVES, TRAINING_LOG
+from ..training.trainer import TRAINING_CURVES, TRAINING_LOG
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 GENERATOR_TEMPLATE = PROJECT_ROOT / "model_card.md"
-DETECTOR_TEMPLATE = PROJECT_ROOT / "detector_card.md"
+DETECTOR_TEMPLATE = Path(__file__).resolve().parent / "templates" / "detector_card.md"
 DETECTOR_LOG = "detector_log.json"  # written by `charlstm detector train`
 POOLING_WORDS = {
     "last": "the top layer's state at the last character",
@@ -78,7 +78,7 @@ def generate_samples(model_dir: str | os.PathLike, requests: list[tuple[int | No
     with the model's own sampling defaults and a fixed seed, so `charlstm generate --stars N --seed 0` with the
     same settings reproduces them.
     """
-    from .generation import GenerationSettings, check_settings, load_generator
+    from ..generation.sampling import GenerationSettings, check_settings, load_generator
 
     generator = load_generator(model_dir)
     sampling = sampling_defaults(model_dir)

@@ -19,13 +19,13 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from .cli import UsageError
+from ..cli import UsageError
 from .model_card import DETECTOR_LOG, is_detector, render_model_card
-from .training import TRAINING_CURVES, TRAINING_LOG
+from ..training.trainer import TRAINING_CURVES, TRAINING_LOG
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SPACE_DIR = PACKAGE_DIR.parent / "space"
-HANDLER_SOURCE = PACKAGE_DIR / "endpoint_handler.py"
+HANDLER_SOURCE = Path(__file__).resolve().parent / "endpoint_handler.py"
 CODE_FILES = ("configuration_charlstm.py", "modeling_charlstm.py", "tokenization_charlstm.py")
 TOKENIZER_FILES = ("vocab.json", "tokenizer_config.json")
 # Published when present. Not published: checkpoints, optimizer and trainer state, training_args.bin (a pickle).
@@ -208,7 +208,9 @@ def push_space(
         staging = Path(staging)
         source_files = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
         shutil.copytree(space_dir, staging, dirs_exist_ok=True, ignore=source_files)
-        shutil.copytree(PACKAGE_DIR, staging / "charlstm", ignore=source_files)
+        # The bundled models stay behind: the Space loads the models it is given by Hub id.
+        shutil.copytree(PACKAGE_DIR, staging / "charlstm",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "bundled"))
         if not (staging / "requirements.txt").is_file():
             (staging / "requirements.txt").write_text("\n".join(package_requirements()) + "\n")
         write_space_card(staging / MODEL_CARD, [model_id] + ([detector_id] if detector_id else []))

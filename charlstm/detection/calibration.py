@@ -16,9 +16,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .detector_data import HUMAN, MACHINE
-from .detector_training import TOKENIZER_KWARGS
-from .modeling_charlstm import letter_code, word_hashes
+from .data import HUMAN, MACHINE
+from .training import TOKENIZER_KWARGS
+from ..modeling_charlstm import letter_code, word_hashes
 
 
 def build_lexicon(texts) -> torch.Tensor:

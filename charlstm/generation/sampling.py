@@ -28,11 +28,11 @@ from transformers.generation import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from .quantization import quantize
-from .tokenization_charlstm import star_token
+from ..quantization import quantize
+from ..tokenization_charlstm import star_token
 
 # The model the project ships, made by `charlstm train`; used whenever no model is named.
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "charlstm-yelp"
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "bundled" / "charlstm-yelp"
 MAX_SEED = 2**32 - 1
 
 

@@ -30,12 +30,12 @@ from transformers import (
 from transformers.trainer_callback import ExportableState, PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .cli import UsageError
-from .configuration_charlstm import CharLSTMConfig
+from ..cli import UsageError
+from ..configuration_charlstm import CharLSTMConfig
 from .data import DEFAULT_DATASET, IGNORE_INDEX, Reviews, build_tokenizer, load_reviews, pack_reviews
-from .modeling_charlstm import CharLSTMForCausalLM
-from .quantization import is_quantized, quantize
-from .tokenization_charlstm import CharLSTMTokenizer
+from ..modeling_charlstm import CharLSTMForCausalLM
+from ..quantization import is_quantized, quantize
+from ..tokenization_charlstm import CharLSTMTokenizer
 
 # Model sizes. `base` is the two-layer [1024, 512] model of the IBM "generate fake reviews" code pattern.
 PRESETS = {
@@ -292,7 +292,7 @@ def evaluate_bpc(trainer, reviews, tokenizer, seq_len, condition_on_stars, num_p
 
 def run_train(args) -> int:
     # Imported here: the hub module renders model cards, which read this module's file names.
-    from .hub import check_push_target, push_to_hub
+    from ..hub.push import check_push_target, push_to_hub
 
     if args.push_to_hub != bool(args.hub_model_id):
         raise UsageError("--push-to-hub and --hub-model-id NAMESPACE/NAME go together")

@@ -16,8 +16,8 @@ from datasets import DatasetDict
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .detector_data import LABELS
-from .training import TRAINER_STATE
+from .data import LABELS
+from ..training.trainer import TRAINER_STATE
 
 # How texts are tokenized for the detector, in training and in `charlstm detect` alike: a literal "<5star>" in a
 # review is seven characters, and text past `model_max_length` is cut.

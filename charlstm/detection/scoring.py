@@ -10,7 +10,7 @@ from math import log
 
 import torch
 
-from .tokenization_charlstm import star_token
+from ..tokenization_charlstm import star_token
 
 # Rank buckets, in order: (name, highest rank in it). Anything beyond the last bound is "beyond".
 RANK_BUCKETS = (("top1", 1), ("top3", 3), ("top10", 10))

@@ -13,7 +13,7 @@ and the distance threshold with the best accuracy; that is all the baseline lear
 from dataclasses import asdict, dataclass
 from statistics import median
 
-from .detection_metrics import best_threshold, roc_auc
+from .metrics import best_threshold, roc_auc
 from .scoring import CharacterScores, score_texts
 
 STATISTICS = ("bits_per_character", "top1_share", "top3_share", "top10_share")

@@ -1,0 +1,1 @@
+"""Writing reviews: settings, seeded sampling, streaming, and loading a generator."""

@@ -1,0 +1,1 @@
+"""Publishing to the Hugging Face Hub: push, push-space, model cards, the Inference Endpoints handler."""

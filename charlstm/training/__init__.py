@@ -1,0 +1,1 @@
+"""Training a character LSTM on reviews: the data (load, split, pack) and the Trainer around it."""
