@@ -1,52 +1,76 @@
 """charlstm: a character-level LSTM review generator and fake-review detector for the Hugging Face stack.
 
-Importing the package registers the classes with the Auto classes, so a saved directory loads with
-`AutoModelForCausalLM.from_pretrained(path)` without `trust_remote_code`.
+`import charlstm` is light (no torch, no transformers), so the `charlstm` command starts at once. The public names
+below load on first use (PEP 562), and that first use also registers the classes with the Auto classes, so a saved
+directory loads with `AutoModelForCausalLM.from_pretrained(path)` without `trust_remote_code`:
+
+    from charlstm import quantize          # or any other public name; `charlstm.register()` does it explicitly
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-)
-
-from .configuration_charlstm import CharLSTMConfig
-from .modeling_charlstm import (
-    CharLSTMCache,
-    CharLSTMForCausalLM,
-    CharLSTMForSequenceClassification,
-    CharLSTMModel,
-    CharLSTMPreTrainedModel,
-)
-from .quantization import quantize
-from .tokenization_charlstm import CharLSTMTokenizer, star_token
-
-AutoConfig.register(CharLSTMConfig.model_type, CharLSTMConfig, exist_ok=True)
-AutoModel.register(CharLSTMConfig, CharLSTMModel, exist_ok=True)
-AutoModelForCausalLM.register(CharLSTMConfig, CharLSTMForCausalLM, exist_ok=True)
-AutoModelForSequenceClassification.register(CharLSTMConfig, CharLSTMForSequenceClassification, exist_ok=True)
-AutoTokenizer.register(CharLSTMConfig, slow_tokenizer_class=CharLSTMTokenizer, exist_ok=True)
-
-# `save_pretrained` copies the three code files and writes `auto_map`, so a Hub repo loads with
-# `trust_remote_code=True` where this package is not installed.
-CharLSTMConfig.register_for_auto_class()
-CharLSTMModel.register_for_auto_class("AutoModel")
-CharLSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
-CharLSTMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
-CharLSTMTokenizer.register_for_auto_class("AutoTokenizer")
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CharLSTMCache",
-    "CharLSTMConfig",
-    "CharLSTMForCausalLM",
-    "CharLSTMForSequenceClassification",
-    "CharLSTMModel",
-    "CharLSTMPreTrainedModel",
-    "CharLSTMTokenizer",
-    "quantize",
-    "star_token",
-]
+# Public name -> the module that defines it.
+_PUBLIC = {
+    "CharLSTMConfig": "configuration_charlstm",
+    "CharLSTMCache": "modeling_charlstm",
+    "CharLSTMForCausalLM": "modeling_charlstm",
+    "CharLSTMForSequenceClassification": "modeling_charlstm",
+    "CharLSTMModel": "modeling_charlstm",
+    "CharLSTMPreTrainedModel": "modeling_charlstm",
+    "CharLSTMTokenizer": "tokenization_charlstm",
+    "star_token": "tokenization_charlstm",
+    "quantize": "quantization",
+}
+
+__all__ = sorted(_PUBLIC) + ["register"]
+
+_registered = False
+
+
+def register() -> None:
+    """
+    Registers the classes with the Auto classes (a saved directory then loads without `trust_remote_code`) and for
+    their auto classes, so that `save_pretrained` copies the three code files and writes `auto_map`: a Hub repo then
+    loads with `trust_remote_code=True` where this package is not installed. Runs once; later calls do nothing.
+    """
+    global _registered
+    if _registered:
+        return
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    from .configuration_charlstm import CharLSTMConfig
+    from .modeling_charlstm import CharLSTMForCausalLM, CharLSTMForSequenceClassification, CharLSTMModel
+    from .tokenization_charlstm import CharLSTMTokenizer
+
+    AutoConfig.register(CharLSTMConfig.model_type, CharLSTMConfig, exist_ok=True)
+    AutoModel.register(CharLSTMConfig, CharLSTMModel, exist_ok=True)
+    AutoModelForCausalLM.register(CharLSTMConfig, CharLSTMForCausalLM, exist_ok=True)
+    AutoModelForSequenceClassification.register(CharLSTMConfig, CharLSTMForSequenceClassification, exist_ok=True)
+    AutoTokenizer.register(CharLSTMConfig, slow_tokenizer_class=CharLSTMTokenizer, exist_ok=True)
+    CharLSTMConfig.register_for_auto_class()
+    CharLSTMModel.register_for_auto_class("AutoModel")
+    CharLSTMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+    CharLSTMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+    CharLSTMTokenizer.register_for_auto_class("AutoTokenizer")
+    _registered = True
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    register()
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -8,8 +8,9 @@ precision there are on unbalanced sets; the counts are printed). "all" pools eve
 up to 1.0, the range the detector's goal is set for.
 
 The trained detector calls a text machine-written at P(machine) >= 0.5. The zero-shot baseline
-(`charlstm.detection.zero_shot`) is calibrated, per length, on texts of the detector data's train split cut the same way.
-Each AUC comes with a 95% bootstrap interval (`charlstm.detection_metrics.auc_interval`): a temperature row of a
+(`charlstm.detection.zero_shot`) is calibrated, per length, on texts of the detector data's train split cut the same
+way.
+Each AUC comes with a 95% bootstrap interval (`charlstm.detection.metrics.auc_interval`): a temperature row of a
 few dozen machine texts says little more than its interval does.
 
     python scripts/eval_detector.py --data runs/detector-data --json runs/eval_detector.json
@@ -23,12 +24,12 @@ import time
 
 import datasets
 
+from charlstm.detection.data import MACHINE
 from charlstm.detection.detector import THRESHOLD, Detector
 from charlstm.detection.metrics import auc_interval, roc_auc, threshold_metrics
-from charlstm.detection.data import MACHINE
-from charlstm.generation.sampling import load_generator
 from charlstm.detection.scoring import score_texts
 from charlstm.detection.zero_shot import ZeroShotDetector, text_statistics
+from charlstm.generation.loading import load_generator
 
 # Name -> characters kept from the start of each text (None: the whole text); texts shorter than the bound are left
 # out of that row.

@@ -7,8 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 import charlstm
-from charlstm.detection.detector import BUNDLED_DETECTOR
-from charlstm.generation.sampling import BUNDLED_MODEL
+from charlstm.generation.loading import BUNDLED_DETECTOR, BUNDLED_MODEL
+
+charlstm.register()  # the bundled directories load through the Auto classes below
 
 
 def test_bundled_generator_writes_a_star_conditioned_review():

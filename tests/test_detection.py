@@ -15,14 +15,14 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
-from charlstm.training.data import load_reviews
+from charlstm.detection.data import up_to_last_sentence_end
 from charlstm.detection.detector import Detector, evaluate
 from charlstm.detection.metrics import auc_interval, best_threshold, roc_auc, threshold_metrics
-from charlstm.detection.data import up_to_last_sentence_end
 from charlstm.detection.training import EqualLengthCrops, last_complete_checkpoint
+from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.hub.model_card import render_model_card
 from charlstm.modeling_charlstm import letter_code, word_hashes
-from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
+from charlstm.training.data import load_reviews
 from tests.conftest import make_tiny_model
 
 MAX_CHARS = 120  # the longest training crop, and so what the tiny detector reads at most
@@ -223,7 +223,7 @@ def test_detect_command_notes_truncation(detector_dir, capsys):
         (["detect", "   \n"], "empty"),
         (["detect", "fine", "--detector", "{missing}"], "does not exist"),
         (["detect", "fine", "--detector", "{generator}"], "not a detector"),
-        (["detect", "--file", "{missing}"], "No such file"),
+        (["detect", "--file", "{missing}"], "no such file"),
         (["detect", "--file", "{bad_jsonl}"], "line 2"),
         (["detect", "--file", "{empty_jsonl}"], "no reviews"),
     ],

@@ -10,15 +10,9 @@ import torch
 
 from charlstm import star_token
 from charlstm.cli import main
-from charlstm.generation.sampling import (
-    BUNDLED_MODEL,
-    REVIEW_SEPARATOR,
-    BatchCharacterStreamer,
-    GenerationSettings,
-    Limits,
-    check_settings,
-    load_generator,
-)
+from charlstm.generation.loading import BUNDLED_MODEL, load_generator
+from charlstm.generation.settings import GenerationSettings, Limits, check_settings
+from charlstm.generation.streaming import REVIEW_SEPARATOR, BatchCharacterStreamer
 
 
 @pytest.fixture(scope="module")

@@ -90,8 +90,9 @@ def make_detector_dir(path, tokenizer):
                             id2label={0: "human", 1: "machine"}, label2id={"human": 0, "machine": 1})
     CharLSTMForSequenceClassification(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / "detector_log.json").write_text(json.dumps({"generator": "charlstm/bundled/charlstm-yelp", "train_texts": 40,
-                                                        "test": {"roc_auc": 0.75, "accuracy": 0.7, "texts": 20}}))
+    log = {"generator": "charlstm/bundled/charlstm-yelp", "train_texts": 40,
+           "test": {"roc_auc": 0.75, "accuracy": 0.7, "texts": 20}}
+    (path / "detector_log.json").write_text(json.dumps(log))
     return path
 
 
@@ -238,7 +239,7 @@ def test_space_push_lands_a_configured_gradio_space_and_is_idempotent(pushed):
     first = push_space("tester/charlstm-space", "tester/tiny-charlstm", detector_id="tester/tiny-detector")
     api = HfApi()
     files = set(api.list_repo_files("tester/charlstm-space", repo_type="space"))
-    assert {"app.py", "README.md", "requirements.txt", "charlstm/__init__.py", "charlstm/generation/sampling.py"} <= files
+    assert {"app.py", "README.md", "requirements.txt", "charlstm/__init__.py", "charlstm/cli/__init__.py"} <= files
     assert not any(name.startswith("charlstm/bundled/") for name in files)  # the Space loads its models by id
     readme = open(hf_hub_download("tester/charlstm-space", "README.md", repo_type="space")).read()
     metadata = yaml.safe_load(readme.split("---")[1])

@@ -17,7 +17,9 @@ from gradio_client import Client
 from huggingface_hub import SpaceCard
 
 from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
-from charlstm.generation.sampling import REVIEW_SEPARATOR, GenerationSettings, check_settings, load_generator
+from charlstm.generation.loading import load_generator
+from charlstm.generation.settings import GenerationSettings, check_settings
+from charlstm.generation.streaming import REVIEW_SEPARATOR
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

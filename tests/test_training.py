@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from charlstm import star_token
 from charlstm.cli import main
+from charlstm.runfiles import TRAINING_CURVES, TRAINING_LOG
 from charlstm.training.data import IGNORE_INDEX, load_reviews, pack_reviews, star_offset
-from charlstm.training.trainer import TRAINING_CURVES, TRAINING_LOG
 from tests.conftest import TINY_CORPUS
 
 SENTENCES = [sentence.strip() + "." for review in TINY_CORPUS for sentence in review.split(".") if sentence.strip()]

@@ -1,1 +1,3 @@
-"""Telling machine-written reviews from human ones: data, training, calibration, zero-shot baseline, metrics, the Detector."""
+"""Telling machine-written reviews from human ones: data, training, calibration, the zero-shot baseline, metrics, and
+the `Detector`.
+"""

@@ -16,9 +16,14 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from .. import register
+from ..errors import UsageError
+from ..modeling_charlstm import letter_code, word_hashes
 from .data import HUMAN, MACHINE
 from .training import TOKENIZER_KWARGS
-from ..modeling_charlstm import letter_code, word_hashes
+
+# The detector loads through the Auto classes, and the calibrated copy gets the code files and `auto_map`.
+register()
 
 
 def build_lexicon(texts) -> torch.Tensor:
@@ -45,11 +50,11 @@ def calibrate_detector(detector_dir: str, lexicon_texts, data: Dataset, output_d
     """
     labels = torch.tensor([int(label == MACHINE) for label in data["label"]], dtype=torch.float64)
     if len(set(labels.tolist())) < 2:
-        raise ValueError(f"calibration needs both human and machine texts; the data has {len(labels)} of one kind")
+        raise UsageError(f"calibration needs both human and machine texts; the data has {len(labels)} of one kind")
     tokenizer = AutoTokenizer.from_pretrained(detector_dir)
     lexicon = build_lexicon(lexicon_texts)
     if len(lexicon) == 0:
-        raise ValueError("the lexicon texts hold no words")
+        raise UsageError("the lexicon texts hold no words")
     # The trained detector as it is (any earlier lexicon left out), and the same weights with the new lexicon.
     trained = AutoModelForSequenceClassification.from_pretrained(detector_dir, lexicon_size=0, dtype=torch.float32)
     config = copy.deepcopy(trained.config)

@@ -8,16 +8,17 @@ the train and test splits. A machine review cut off by its length cap ends at it
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from ..cli import UsageError
+from ..errors import UsageError
+from ..generation.sampling import ReviewGenerator
+from ..generation.settings import GenerationSettings, Limits, check_settings
+from ..runfiles import TRAINING_LOG
 from ..training.data import Reviews, load_reviews
-from ..generation.sampling import GenerationSettings, Limits, ReviewGenerator, check_settings
-from ..training.trainer import TRAINING_LOG
+from .settings import SamplingGrid
 
 LABELS = ("human", "machine")
 HUMAN, MACHINE = 0, 1
@@ -35,16 +36,6 @@ FEATURES = datasets.Features(
         "length": datasets.Value("int32"),  # characters in `text`
     }
 )
-
-
-@dataclass(frozen=True)
-class SamplingGrid:
-    """The settings machine reviews are written with. Temperatures take turns; the rest is drawn at random."""
-
-    temperatures: tuple[float, ...] = (0.5, 0.7, 0.8, 1.0, 1.2)
-    top_ks: tuple[int, ...] = (0, 20)
-    top_ps: tuple[float, ...] = (1.0, 0.9)
-    max_new_tokens: tuple[int, ...] = (300, 600, 1000)
 
 
 def held_out_reviews(generator_dir, human_data=None, validation_fraction=None, data_seed=None) -> Reviews:
@@ -81,7 +72,7 @@ def human_rows(
     )
     if len(usable) < count:
         left_out = " and not in the excluded data" if exclude else ""
-        raise ValueError(
+        raise UsageError(
             f"{source} has {len(usable)} held-out reviews of at least {min_chars} characters{left_out}; "
             f"{count} were asked for"
         )
@@ -110,7 +101,7 @@ def machine_rows(
         written, batches = 0, 0
         while written < share:
             if batches >= 10 * (share // batch_size + 1):
-                raise ValueError(
+                raise UsageError(
                     f"at temperature {temperature} the generator wrote only {written} of {share} reviews of at least "
                     f"{min_chars} characters in {batches} batches: it ends reviews too early for this --min-chars"
                 )
@@ -159,9 +150,9 @@ def build_detector_data(
     reviews in `exclude` are not used: a further set (e.g. to calibrate a detector) stays apart from earlier ones.
     """
     if count < 2:
-        raise ValueError(f"--count must be at least 2 (one review per class in each split), got {count}")
+        raise UsageError(f"--count must be at least 2 (one review per class in each split), got {count}")
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+        raise UsageError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     rows = human_rows(human_reviews, human_source, count, min_chars, seed, exclude)
     rows += machine_rows(generator, count, grid, min_chars, batch_size, seed)
     table = Dataset.from_list(rows, features=FEATURES)
@@ -180,3 +171,20 @@ def _row(text: str, label: int, source: str, settings: GenerationSettings | None
         "stars": settings.stars if settings else stars,
         "length": len(text),
     }
+
+
+def load_detector_data(path: str, needs: tuple[str, ...] = ()) -> datasets.DatasetDict:
+    """
+    A directory written by `charlstm detector build-data`, holding at least the splits in `needs`, or a UsageError
+    that says what it is instead.
+    """
+    try:
+        data = datasets.load_from_disk(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path} is not a directory written by `charlstm detector build-data`") from None
+    if not isinstance(data, datasets.DatasetDict) or not {"text", "label"} <= set(data[next(iter(data))].column_names):
+        raise UsageError(f"{path} is not detector data: expected splits with 'text' and 'label' columns")
+    missing = [name for name in needs if name not in data]
+    if missing:
+        raise UsageError(f"{path} has no {' or '.join(missing)} split (splits: {', '.join(data)})")
+    return data

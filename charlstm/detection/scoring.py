@@ -10,6 +10,7 @@ from math import log
 
 import torch
 
+from ..errors import UsageError
 from ..tokenization_charlstm import star_token
 
 # Rank buckets, in order: (name, highest rank in it). Anything beyond the last bound is "beyond".
@@ -77,9 +78,9 @@ def encode_for_scoring(tokenizer, text: str, stars: int | None = None) -> tuple[
     Returns the ids, the text those ids cover and whether it was cut.
     """
     if not isinstance(text, str):
-        raise ValueError(f"text must be a string, got {type(text).__name__}")
+        raise UsageError(f"text must be a string, got {type(text).__name__}")
     if not text:
-        raise ValueError("text is empty: there is nothing to score")
+        raise UsageError("text is empty: there is nothing to score")
     prefix = [tokenizer.bos_token_id]
     if stars is not None:
         prefix.append(tokenizer.convert_tokens_to_ids(star_token(stars)))
@@ -116,7 +117,7 @@ def score_texts(
 
 
 def score_text(model, tokenizer, text: str, stars: int | None = None) -> CharacterScores:
-    """Scores one text. Empty text is a ValueError; text longer than `model_max_length` is cut (see `truncated`)."""
+    """Scores one text. Empty text is a UsageError; text longer than `model_max_length` is cut (see `truncated`)."""
     return score_texts(model, tokenizer, [text], batch_size=1, stars=stars)[0]
 
 

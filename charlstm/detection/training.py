@@ -16,8 +16,13 @@ from datasets import DatasetDict
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .. import register
+from ..errors import UsageError
+from ..runfiles import TRAINER_STATE
 from .data import LABELS
-from ..training.trainer import TRAINER_STATE
+
+# The generator loads through the Auto classes, and the saved detector gets the code files and `auto_map`.
+register()
 
 # How texts are tokenized for the detector, in training and in `charlstm detect` alike: a literal "<5star>" in a
 # review is seven characters, and text past `model_max_length` is cut.
@@ -75,12 +80,12 @@ def train_detector(
     `classifier_pooling`: with "mean" every character's state counts, so evidence spread over a long review adds up.
     """
     if "train" not in data:
-        raise ValueError(f"the detector data has no 'train' split (splits: {', '.join(data)})")
+        raise UsageError(f"the detector data has no 'train' split (splits: {', '.join(data)})")
     if not 1 <= min_chars <= max_chars:
-        raise ValueError(f"need 1 <= --min-chars <= --max-chars, got {min_chars} and {max_chars}")
+        raise UsageError(f"need 1 <= --min-chars <= --max-chars, got {min_chars} and {max_chars}")
     hidden_sizes = AutoConfig.from_pretrained(generator_dir).hidden_sizes
     if layers is not None and not 1 <= layers <= len(hidden_sizes):
-        raise ValueError(f"--layers must be from 1 to {len(hidden_sizes)} (the generator's layers), got {layers}")
+        raise UsageError(f"--layers must be from 1 to {len(hidden_sizes)} (the generator's layers), got {layers}")
     tokenizer = AutoTokenizer.from_pretrained(generator_dir, model_max_length=max_chars + 1)
     model = AutoModelForSequenceClassification.from_pretrained(
         generator_dir,

@@ -14,13 +14,18 @@ import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
+from transformers import GenerationConfig, pipeline
 
-from ..training.trainer import TRAINING_CURVES, TRAINING_LOG
+from .. import register
+from ..errors import MissingFileError
+from ..generation.loading import load_generator
+from ..generation.settings import GenerationSettings, check_settings
+from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 GENERATOR_TEMPLATE = PROJECT_ROOT / "model_card.md"
 DETECTOR_TEMPLATE = Path(__file__).resolve().parent / "templates" / "detector_card.md"
-DETECTOR_LOG = "detector_log.json"  # written by `charlstm detector train`
 POOLING_WORDS = {
     "last": "the top layer's state at the last character",
     "mean": "the mean of the top layer's states over all characters",
@@ -39,6 +44,9 @@ DETECTOR_EXAMPLES = (
     "The food was great and the service was great. The staff was very friendly and the food was very good. I will "
     "definitely be back again. The food was great and the service was great.",
 )
+
+# The detector's card is scored by loading it through the Auto classes.
+register()
 
 
 def is_detector(model_dir: str | os.PathLike) -> bool:
@@ -65,7 +73,7 @@ def render_model_card(
     """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir} is not a saved model directory (no config.json)")
+        raise MissingFileError(f"{model_dir} is not a saved model directory (no config.json)")
     if is_detector(model_dir):
         return _render_detector_card(model_dir, repo_id, revision)
     return _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, detector_id)
@@ -78,8 +86,6 @@ def generate_samples(model_dir: str | os.PathLike, requests: list[tuple[int | No
     with the model's own sampling defaults and a fixed seed, so `charlstm generate --stars N --seed 0` with the
     same settings reproduces them.
     """
-    from ..generation.sampling import GenerationSettings, check_settings, load_generator
-
     generator = load_generator(model_dir)
     sampling = sampling_defaults(model_dir)
     return [
@@ -92,8 +98,6 @@ def generate_samples(model_dir: str | os.PathLike, requests: list[tuple[int | No
 
 def sampling_defaults(model_dir: str | os.PathLike) -> dict:
     """temperature, top_k, top_p from the model's generation_config.json (the library's defaults without one)."""
-    from transformers import GenerationConfig
-
     try:
         config = GenerationConfig.from_pretrained(model_dir)
     except OSError:
@@ -172,8 +176,6 @@ def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, de
 
 
 def _render_detector_card(model_dir, repo_id, revision) -> str:
-    from transformers import pipeline
-
     log = _read_json(model_dir / DETECTOR_LOG) or {}
     config = _read_json(model_dir / "config.json")
     tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
@@ -280,8 +282,6 @@ def _weights_size(model_dir: Path) -> str:
 
 
 def _parameter_count(model_dir: Path) -> int | None:
-    from safetensors import safe_open
-
     paths = sorted(model_dir.glob("*.safetensors"))
     if not paths:
         return None
@@ -317,33 +317,3 @@ def _detector_pointer(detector_id: str | None) -> str:
     return ("The charlstm project ships a detector trained against this generator (`charlstm detect`, "
             "`CharLSTMForSequenceClassification` with labels `human` / `machine`) that tells its reviews from "
             "human ones.")
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "model-card",
-        help="render the Hub model card (README.md) of a saved generator or detector",
-        description="Render the model card of a saved generator or detector from its training log. Prints it, or "
-        "writes MODEL_DIR/README.md with --write.",
-    )
-    parser.add_argument("model_dir", help="a saved model or detector directory")
-    parser.add_argument("--repo-id", help="the Hub id the card's loading instructions name (default: a placeholder)")
-    parser.add_argument("--revision", help="the commit id the loading instructions pin (default: a placeholder)")
-    parser.add_argument("--dataset-id", help="Hub dataset id for the metadata, when the training data was local")
-    parser.add_argument("--detector-id", help="Hub id of the detector to point to from the section on misuse")
-    parser.add_argument("--write", action="store_true", help="write MODEL_DIR/README.md instead of printing")
-    parser.set_defaults(func=run_model_card)
-
-
-def run_model_card(args) -> int:
-    card = render_model_card(args.model_dir, args.repo_id, args.revision, dataset_id=args.dataset_id,
-                             detector_id=args.detector_id)
-    if args.write:
-        path = Path(args.model_dir) / "README.md"
-        temporary = path.with_suffix(".md.tmp")
-        temporary.write_text(card, encoding="utf-8")
-        os.replace(temporary, path)
-        print(f"wrote {path}")
-    else:
-        print(card)
-    return 0

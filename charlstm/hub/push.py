@@ -1,4 +1,4 @@
-"""Publishing to the Hugging Face Hub: `charlstm push` (a generator or a detector) and `charlstm push-space`.
+"""Publishing to the Hugging Face Hub: a generator or a detector (`charlstm push`), the Space (`charlstm push-space`).
 
 A pushed model repo works for people who never installed this package: it holds the safetensors weights, the
 tokenizer, the three code files with `auto_map` (so `trust_remote_code=True` loads it), `generation_config.json`,
@@ -10,7 +10,6 @@ Endpoints `handler.py`. Everything goes through `huggingface_hub`'s `HfApi`; the
 import importlib.metadata
 import re
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,9 +18,9 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from ..cli import UsageError
-from .model_card import DETECTOR_LOG, is_detector, render_model_card
-from ..training.trainer import TRAINING_CURVES, TRAINING_LOG
+from ..errors import MissingFileError, UsageError
+from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
+from .model_card import is_detector, render_model_card
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SPACE_DIR = PACKAGE_DIR.parent / "space"
@@ -74,18 +73,18 @@ def model_files(model_dir: str | Path) -> list[Path]:
     """The files of `model_dir` that get published, after refusing a directory that would not load from the Hub."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+        raise MissingFileError(f"model directory {model_dir} does not exist")
     weights = sorted(model_dir.glob("*.safetensors"))
     if not weights:
-        raise FileNotFoundError(f"{model_dir} has no safetensors weights: save the model with save_pretrained")
+        raise MissingFileError(f"{model_dir} has no safetensors weights: save the model with save_pretrained")
     missing = [name for name in ("config.json", *TOKENIZER_FILES, *CODE_FILES) if not (model_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{model_dir} is missing {', '.join(missing)}: save the model and its tokenizer with save_pretrained "
             "after `import charlstm` (which copies the code files), or the repo would not load with trust_remote_code"
         )
     if '"auto_map"' not in (model_dir / "config.json").read_text(encoding="utf-8"):
-        raise FileNotFoundError(f"{model_dir}/config.json has no auto_map: re-save it after `import charlstm`")
+        raise MissingFileError(f"{model_dir}/config.json has no auto_map: re-save it after `import charlstm`")
     optional = [model_dir / name for name in OPTIONAL_FILES if (model_dir / name).is_file()]
     return weights + [model_dir / name for name in ("config.json", *TOKENIZER_FILES, *CODE_FILES)] + optional
 
@@ -95,7 +94,7 @@ def package_requirements(names: tuple[str, ...] | None = None) -> list[str]:
     try:
         requirements = importlib.metadata.requires("charlstm") or []
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError("the charlstm package is not installed: `pip install -e .` in the project") from None
+        raise UsageError("the charlstm package is not installed: `pip install -e .` in the project") from None
     chosen = []
     for requirement in requirements:
         name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower().replace("_", "-")
@@ -202,7 +201,7 @@ def push_space(
     token = hub_token()
     space_dir = Path(space_dir) if space_dir is not None else SPACE_DIR
     if not (space_dir / "app.py").is_file():
-        raise FileNotFoundError(f"{space_dir} has no app.py: give the Space's folder with --space-dir")
+        raise MissingFileError(f"{space_dir} has no app.py: give the Space's folder with --space-dir")
     api = HfApi(token=token)
     with hub_errors(), tempfile.TemporaryDirectory(prefix="charlstm-space-") as staging:
         staging = Path(staging)
@@ -250,50 +249,3 @@ def _installed_version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def register(subparsers) -> None:
-    push = subparsers.add_parser(
-        "push",
-        help="publish a saved generator or detector to the Hugging Face Hub",
-        description="Publish a saved generator or detector to the Hugging Face Hub: weights, tokenizer, code files, "
-        "logs and curves, a model card with the run's figures and, for a generator, an Inference Endpoints "
-        "handler.py. The token comes from HF_TOKEN or `hf auth login`.",
-    )
-    push.add_argument("model_dir", help="a directory written by `charlstm train` or `charlstm detector train`")
-    push.add_argument("--repo-id", required=True, help="NAMESPACE/NAME of the model repo (created if needed)")
-    push.add_argument("--private", action="store_true", help="create the repo private")
-    push.add_argument("--revision", help="branch to push to (created from main if needed; default: main)")
-    push.add_argument("--commit-message", help="message of the commit that uploads the files")
-    push.add_argument("--dataset-id", help="Hub dataset id for the card's metadata, when the training data was local")
-    push.add_argument("--detector-id", help="Hub id of the matching detector, linked from the card")
-    push.set_defaults(func=run_push)
-
-    space = subparsers.add_parser(
-        "push-space",
-        help="publish the project's Gradio app as a Hugging Face Space",
-        description="Publish space/ as a Gradio Space that loads the given models from the Hub (Space variables "
-        "MODEL_ID and DETECTOR_ID). Pushing the same thing again changes nothing.",
-    )
-    space.add_argument("--repo-id", required=True, help="NAMESPACE/NAME of the Space (created if needed)")
-    space.add_argument("--model-id", required=True, help="Hub id of the generator the Space loads")
-    space.add_argument("--detector-id", help="Hub id of the detector the Space loads (default: none)")
-    space.add_argument("--private", action="store_true", help="create the Space private")
-    space.add_argument("--space-dir", help="the app's folder (default: the project's space/)")
-    space.add_argument("--commit-message", help="message of the commit")
-    space.set_defaults(func=run_push_space)
-
-
-def run_push(args) -> int:
-    result = push_to_hub(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
-                         commit_message=args.commit_message, dataset_id=args.dataset_id, detector_id=args.detector_id)
-    print(f"pushed {args.model_dir} to {result.url} (head {result.commit})")
-    print(f"load it with revision={result.pinned_revision!r} and trust_remote_code=True", file=sys.stderr)
-    return 0
-
-
-def run_push_space(args) -> int:
-    result = push_space(args.repo_id, args.model_id, detector_id=args.detector_id, private=args.private,
-                        space_dir=args.space_dir, commit_message=args.commit_message)
-    print(f"pushed the Space to {result.url} (head {result.commit})")
-    return 0

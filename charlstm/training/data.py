@@ -12,10 +12,8 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from ..cli import UsageError
+from ..errors import UsageError
 from ..tokenization_charlstm import CharLSTMTokenizer, star_token
-
-DEFAULT_DATASET = "Yelp/yelp_review_full"
 
 # File endings `datasets.load_dataset` reads with one of its packaged builders.
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}

@@ -1,12 +1,11 @@
-"""`charlstm train` and `charlstm eval`: train a character LSTM on reviews with `transformers.Trainer`, and measure
-held-out bits per character.
+"""Training a character LSTM on reviews with `transformers.Trainer`, and measuring held-out bits per character: what
+`charlstm train` and `charlstm eval` run.
 
 The Trainer does the loop, checkpoints, resuming, mixed precision and DDP (`torchrun`/`accelerate launch`); this
 module adds what a char-level LM needs on top: packed data, bits per character, a wall-clock budget, the best
 checkpoint by held-out bpc, and a final directory that is ready for the Hub.
 """
 
-import argparse
 import json
 import math
 import os
@@ -30,124 +29,28 @@ from transformers import (
 from transformers.trainer_callback import ExportableState, PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..cli import UsageError
+from .. import register
 from ..configuration_charlstm import CharLSTMConfig
-from .data import DEFAULT_DATASET, IGNORE_INDEX, Reviews, build_tokenizer, load_reviews, pack_reviews
+from ..errors import MissingFileError, UsageError
+from ..hub.push import check_push_target, push_to_hub
 from ..modeling_charlstm import CharLSTMForCausalLM
 from ..quantization import is_quantized, quantize
+from ..runfiles import TRAINER_STATE, TRAINING_CURVES, TRAINING_LOG, write_json
 from ..tokenization_charlstm import CharLSTMTokenizer
+from .data import IGNORE_INDEX, Reviews, build_tokenizer, load_reviews, pack_reviews
+from .defaults import DATA_DEFAULTS, PRESETS
+
+# `trainer.save_model` writes the three code files and `auto_map` only for registered classes.
+register()
 
 # Model sizes. `base` is the two-layer [1024, 512] model of the IBM "generate fake reviews" code pattern.
-PRESETS = {
-    "tiny": {"embedding_dim": 16, "hidden_sizes": [64]},
-    "small": {"embedding_dim": 64, "hidden_sizes": [512, 512]},
-    "base": {"embedding_dim": 64, "hidden_sizes": [1024, 512]},
-    "large": {"embedding_dim": 128, "hidden_sizes": [1536, 1536]},
-}
-
-TRAINING_LOG = "training_log.json"
-TRAINING_CURVES = "training_curves.png"
 # Files a finished or running training leaves in its output directory.
-RUN_MARKERS = (TRAINING_LOG, "config.json", "model.safetensors", "trainer_state.json")
-TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks a complete checkpoint
+RUN_MARKERS = (TRAINING_LOG, "config.json", "model.safetensors", TRAINER_STATE)
 
 # Sampling defaults saved as generation_config.json: temperature 0.8 keeps reviews coherent but varied.
 SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p": 0.95, "max_new_tokens": 600}
 
 LN2 = math.log(2.0)
-
-
-def register(subparsers) -> None:
-    train = subparsers.add_parser(
-        "train",
-        help="train a character LSTM on a review dataset",
-        description="Train a character-level LSTM on reviews with transformers.Trainer. Runs on CPU, on a GPU "
-        "(bf16/fp16) and on several GPUs or machines via `torchrun` or `accelerate launch` with no change.",
-    )
-    _add_data_arguments(train)
-    train.add_argument("--condition-on-stars", action="store_true",
-                       help="start each review with its star token, so generation can ask for a rating")
-    train.add_argument("--vocab-coverage", type=float, default=0.9999,
-                       help="share of training characters the vocabulary covers; the rest become <unk>")
-    model = train.add_argument_group("model")
-    model.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model size (default: small)")
-    model.add_argument("--hidden-sizes", type=_positive_ints, help="LSTM sizes, one per layer, e.g. 1024,512")
-    model.add_argument("--embedding-dim", type=int, help="character embedding size (default: the preset's)")
-    model.add_argument("--dropout", type=float, default=0.0, help="dropout after each LSTM layer")
-    loop = train.add_argument_group("optimisation")
-    loop.add_argument("--learning-rate", type=float, default=2e-3)
-    loop.add_argument("--lr-schedule", choices=["cosine", "linear", "constant"], default="cosine")
-    loop.add_argument("--warmup-steps", type=int, default=0)
-    loop.add_argument("--weight-decay", type=float, default=0.0)
-    loop.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (0 = off)")
-    loop.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    loop.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    loop.add_argument("--epochs", type=float, help="passes over the training blocks (default 1, or unlimited "
-                      "with --max-minutes)")
-    loop.add_argument("--max-minutes", type=float, help="wall-clock budget; the learning-rate schedule follows it")
-    loop.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                      help="auto: bf16 (or fp16) on a GPU, fp32 on CPU")
-    run = train.add_argument_group("run")
-    run.add_argument("--output-dir", required=True, help="checkpoints, then the final model directory")
-    run.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
-    run.add_argument("--overwrite", action="store_true", help="start over in an --output-dir that holds a run")
-    run.add_argument("--eval-steps", type=int, default=500, help="evaluate and checkpoint every N steps")
-    run.add_argument("--logging-steps", type=int, default=50)
-    run.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (the best one is never "
-                     "deleted)")
-    run.add_argument("--num-proc", type=int, default=None, help="processes for data preparation")
-    publish = train.add_argument_group("publishing")
-    publish.add_argument("--push-to-hub", action="store_true", help="push the final model to the Hugging Face Hub "
-                         "(as `charlstm push` does; token from HF_TOKEN or `hf auth login`)")
-    publish.add_argument("--hub-model-id", help="NAMESPACE/NAME of the model repo to push to")
-    train.set_defaults(func=run_train)
-
-    evaluate = subparsers.add_parser(
-        "eval",
-        help="bits per character of a model on a dataset, overall and per star rating",
-        description="Bits per character of a model on held-out reviews, overall and per star rating. Defaults "
-        "for the data options come from the model's training_log.json, so the held-out part is the one it "
-        "was trained without.",
-    )
-    evaluate.add_argument("--model", required=True, help="a model directory or Hub id")
-    _add_data_arguments(evaluate, from_training_log=True)
-    evaluate.add_argument("--max-reviews", type=int, help="evaluate only the first N reviews of the split")
-    evaluate.add_argument("--num-proc", type=int, default=None)
-    evaluate.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    evaluate.add_argument("--int8", action="store_true",
-                          help="evaluate with int8 weights, as `charlstm generate` and the Space run the model")
-    evaluate.set_defaults(func=run_eval)
-
-
-def _add_data_arguments(parser: argparse.ArgumentParser, from_training_log: bool = False) -> None:
-    """Options `train` and `eval` share; for `eval`, None means: take it from the model's training log."""
-    def default(value):
-        return None if from_training_log else value
-
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default=default(DEFAULT_DATASET),
-                      help=f"Hub dataset id or local .jsonl/.json/.csv/.parquet/.txt file or saved dataset directory "
-                      f"(default: {DEFAULT_DATASET})")
-    data.add_argument("--text-column", default=default("text"))
-    data.add_argument("--label-column", default=None,
-                      help="star rating column (default: 'stars' or 'label'); 1-5, or 0-4 as the Hub Yelp set")
-    data.add_argument("--eval-split", default=None,
-                      help="held-out split name (default: the dataset's validation/test split, else a fraction)")
-    data.add_argument("--validation-fraction", type=float, default=default(0.05),
-                      help="share of the train split held out when the dataset has no held-out split")
-    data.add_argument("--seed", type=int, default=default(0), help="seed for the held-out part, init and order")
-    data.add_argument("--seq-len", type=int, default=default(256), help="characters per training block")
-    data.add_argument("--batch-size", type=int, default=default(32), help="blocks per step (per device)")
-
-
-def _positive_ints(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return sizes
 
 
 # --- bits per character -------------------------------------------------------------------------------------------
@@ -290,10 +193,8 @@ def evaluate_bpc(trainer, reviews, tokenizer, seq_len, condition_on_stars, num_p
 # --- charlstm train -----------------------------------------------------------------------------------------------
 
 
-def run_train(args) -> int:
-    # Imported here: the hub module renders model cards, which read this module's file names.
-    from ..hub.push import check_push_target, push_to_hub
-
+def train_model(args) -> int:
+    """`charlstm train`: `args` are its parsed options (`charlstm.cli.train`)."""
     if args.push_to_hub != bool(args.hub_model_id):
         raise UsageError("--push-to-hub and --hub-model-id NAMESPACE/NAME go together")
     if args.push_to_hub:
@@ -318,7 +219,7 @@ def run_train(args) -> int:
         )
         trainer.save_model(args.output_dir)
         log = _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, time.time() - started)
-        _write_json(os.path.join(args.output_dir, TRAINING_LOG), log)
+        write_json(os.path.join(args.output_dir, TRAINING_LOG), log)
         plot_training_curves(log, os.path.join(args.output_dir, TRAINING_CURVES))
         print(f"held-out bpc {final['eval_bpc']:.4f} after {trainer.state.global_step} steps; "
               f"model saved to {args.output_dir}")
@@ -366,10 +267,13 @@ def prepare_run(args) -> PreparedRun:
 def _check_train_arguments(args) -> None:
     positive = {"--seq-len": args.seq_len, "--batch-size": args.batch_size, "--eval-steps": args.eval_steps,
                 "--logging-steps": args.logging_steps,
-                "--gradient-accumulation-steps": args.gradient_accumulation_steps}
+                "--gradient-accumulation-steps": args.gradient_accumulation_steps,
+                "--embedding-dim": args.embedding_dim}
     for name, value in positive.items():
-        if value < 1:
+        if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
+    if args.warmup_steps < 0:
+        raise UsageError(f"--warmup-steps must not be negative, got {args.warmup_steps}")
     for name, value in {"--max-steps": args.max_steps, "--epochs": args.epochs, "--max-minutes": args.max_minutes,
                         "--learning-rate": args.learning_rate}.items():
         if value is not None and value <= 0:
@@ -591,19 +495,11 @@ def plot_training_curves(log: dict, path: str) -> None:
     pyplot.close(figure)
 
 
-def _write_json(path: str, value) -> None:
-    """Atomic: a reader never sees half a file."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(temporary, path)
-
-
 # --- charlstm eval ------------------------------------------------------------------------------------------------
 
 
-def run_eval(args) -> int:
+def evaluate_model(args) -> int:
+    """`charlstm eval`: `args` are its parsed options (`charlstm.cli.train`)."""
     model, tokenizer, log = _load_for_eval(args.model)
     if args.int8:
         model = quantize(model, inplace=True)
@@ -641,19 +537,19 @@ def run_eval(args) -> int:
     }
     _print_eval(report)
     if args.json:
-        _write_json(args.json, report)
+        write_json(args.json, report)
     return 0
 
 
 def _load_for_eval(model_id: str):
     if not os.path.isdir(model_id) and (os.path.exists(model_id) or model_id.startswith((".", "/", "~"))):
-        raise UsageError(f"no model directory at {model_id!r}")
+        raise MissingFileError(f"no model directory at {model_id!r}")
     try:
         # float32 whatever the storage: half-precision LSTMs are slow or unsupported on CPU.
         model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(model_id)
     except OSError as error:
-        raise UsageError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
+        raise MissingFileError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, CharLSTMForCausalLM):
         raise UsageError(f"{model_id!r} is a {type(model).__name__}, not a charlstm language model")
     log = None
@@ -665,9 +561,7 @@ def _load_for_eval(model_id: str):
 
 def _fill_from_training_log(args, log: dict | None) -> None:
     """Unset data options take the training run's values: same held-out reviews, same block length."""
-    fallbacks = {"dataset": DEFAULT_DATASET, "text_column": "text", "validation_fraction": 0.05, "seed": 0,
-                 "seq_len": 256, "batch_size": 32}
-    for name, fallback in fallbacks.items():
+    for name, fallback in DATA_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, (log or {}).get(name, fallback))
     for name in ("label_column", "eval_split"):

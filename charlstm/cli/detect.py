@@ -1,0 +1,243 @@
+"""`charlstm detect` and `charlstm detector build-data / train / calibrate`: their options, and thin callers of
+`charlstm.detection`.
+"""
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from ..detection.settings import POOLINGS, SamplingGrid
+from ..errors import MissingFileError, UsageError
+from ..runfiles import DETECTOR_LOG, write_json
+
+
+def add_commands(subparsers) -> None:
+    detect = subparsers.add_parser(
+        "detect",
+        help="probability that a review was machine-written",
+        description="Print the probability that each review was machine-written, by a trained detector. "
+        "Text longer than the detector reads is judged on its beginning (and says so); empty text is an error.",
+    )
+    given = detect.add_mutually_exclusive_group(required=True)
+    given.add_argument("text", nargs="?", help="the review to judge")
+    given.add_argument("--file", help="a .jsonl file with one {'text': ...} per line, or any other file as one review")
+    detect.add_argument("--detector", help="saved detector directory or Hub id (default: the bundled detector)")
+    detect.add_argument("--json", action="store_true", help="print a JSON list, one object per review")
+    detect.set_defaults(func=run_detect)
+
+    detector = subparsers.add_parser("detector", help="build data for and train a detector")
+    commands = detector.add_subparsers(dest="detector_command", required=True, metavar="COMMAND")
+
+    build = commands.add_parser(
+        "build-data",
+        help="label real held-out reviews and reviews written by a generator",
+        description="Write a labelled dataset (datasets.save_to_disk) of real reviews the generator never trained "
+        "on and reviews the generator writes across sampling settings. The real reviews are the held-out part of "
+        "the generator's training data, found from its training_log.json (dataset, split, fraction and seed); "
+        "the options below override what the log says, or stand in for a generator without one.",
+    )
+    build.add_argument("output", help="directory to save the dataset to")
+    build.add_argument("--generator", help="generator directory (default: the bundled model)")
+    add_training_data_arguments(build)
+    build.add_argument("--count", type=int, default=2000, help="reviews per class (default: %(default)s)")
+    grid = SamplingGrid()
+    build.add_argument("--temperatures", type=_floats, default=grid.temperatures, help="default: 0.5,0.7,0.8,1.0,1.2")
+    build.add_argument("--top-ks", type=_ints, default=grid.top_ks, help="0 = off (default: 0,20)")
+    build.add_argument("--top-ps", type=_floats, default=grid.top_ps, help="1.0 = off (default: 1.0,0.9)")
+    build.add_argument("--max-new-tokens", type=_ints, default=grid.max_new_tokens, help="default: 300,600,1000")
+    build.add_argument("--min-chars", type=int, default=50, help="shortest review kept, both classes (default: 50)")
+    build.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing (default: 0.2)")
+    build.add_argument("--batch-size", type=int, default=32, help="reviews per generate call (default: 32)")
+    build.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    build.add_argument(
+        "--exclude", action="append", default=[], metavar="DATA_DIR",
+        help="leave out the human reviews of this earlier build-data output, for a set apart from it, such as "
+        "calibration data for `charlstm detector calibrate` (repeatable); give a new --seed too, or the machine "
+        "reviews repeat",
+    )
+    build.set_defaults(func=run_build_data)
+
+    train = commands.add_parser(
+        "train",
+        help="train a detector from a generator's weights",
+        description="Train a CharLSTMForSequenceClassification initialised from the generator's embedding and LSTM "
+        "layers on data from `charlstm detector build-data`; save it with its tokenizer and detector_log.json. "
+        "A rerun with the same output resumes from the last checkpoint.",
+    )
+    train.add_argument("data", help="directory written by `charlstm detector build-data`")
+    train.add_argument("output", help="directory to save the detector to")
+    train.add_argument("--generator", help="generator directory (default: the bundled model)")
+    train.add_argument("--max-steps", type=int, default=1000, help="default: %(default)s")
+    train.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    train.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
+    train.add_argument("--min-chars", type=int, default=40, help="shortest training crop (default: %(default)s)")
+    train.add_argument("--max-chars", type=int, default=800, help="longest crop, and what the detector reads at most")
+    train.add_argument("--layers", type=int, help="keep only the generator's first N LSTM layers (default: all)")
+    train.add_argument(
+        "--pooling", choices=POOLINGS, default="mean",
+        help="what the head reads: the mean state over all characters, or the last state (default: %(default)s)",
+    )
+    train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    train.set_defaults(func=run_train_detector)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="give a trained detector a lexicon of the generator's training words",
+        description="Save a copy of a trained detector whose head also reads the share of a text's words missing "
+        "from the generator's training reviews (found from its training_log.json), calibrated on the train split "
+        "of DATA: texts the detector never trained on, e.g. from `charlstm detector build-data --exclude`. "
+        "The LSTM is unchanged; this takes one pass over the texts.",
+    )
+    calibrate.add_argument("detector", help="trained detector directory")
+    calibrate.add_argument("data", help="`charlstm detector build-data` output apart from the detector's own data")
+    calibrate.add_argument("output", help="directory to save the calibrated detector to (not the detector's own)")
+    calibrate.add_argument("--generator", help="generator directory (default: the one in the detector's log)")
+    calibrate.add_argument("--test-data", help="build-data directory whose test split the log reports (default: DATA)")
+    add_training_data_arguments(calibrate)
+    calibrate.set_defaults(func=run_calibrate)
+
+
+def add_training_data_arguments(parser) -> None:
+    """How to find the generator's training data and its held-out split, where its training_log.json cannot say."""
+    parser.add_argument("--human-data", help="the generator's training data, file or Hub id (default: from its log)")
+    parser.add_argument("--validation-fraction", type=float, help="held-out share, as in training (default: from log)")
+    parser.add_argument("--data-seed", type=int, help="seed of the held-out split, as in training (default: from log)")
+
+
+def _floats(value: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in value.split(","))
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in value.split(","))
+
+
+def read_reviews(args) -> list[str]:
+    """The review given on the command line, or those of --file: one per line of a .jsonl, else the whole file."""
+    if args.file is None:
+        return [args.text]
+    if not os.path.isfile(args.file):
+        raise MissingFileError(f"no such file: {args.file}")
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{args.file} is not UTF-8 text") from None
+    if not args.file.endswith(".jsonl"):
+        return [text]
+    reviews = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            reviews.append(json.loads(line)["text"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UsageError(f"{args.file}, line {number}: expected a JSON object with a 'text' field") from None
+    if not reviews:
+        raise UsageError(f"{args.file} has no reviews")
+    return reviews
+
+
+def run_detect(args) -> int:
+    from ..detection.detector import Detector, check_texts
+
+    texts = check_texts(read_reviews(args))  # before the detector loads: bad input fails at once
+    detections = Detector(args.detector).predict(texts)
+    if args.json:
+        print(json.dumps([asdict(detection) for detection in detections], indent=2))
+        return 0
+    for number, detection in enumerate(detections, start=1):
+        prefix = f"review {number}: " if len(detections) > 1 else ""
+        print(f"{prefix}{detection.label} (probability machine-written: {detection.machine_probability:.3f})")
+        if detection.truncated:
+            print(
+                f"charlstm detect: note: {prefix}judged on its first {detection.characters_read} characters only",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def run_build_data(args) -> int:
+    from ..detection.data import build_detector_data, held_out_reviews, load_detector_data
+    from ..generation.loading import load_generator
+
+    # Full precision: the data should hold what the generator itself writes, the same on every CPU.
+    generator = load_generator(args.generator, int8=False)
+    reviews = held_out_reviews(generator.source, args.human_data, args.validation_fraction, args.data_seed)
+    grid = SamplingGrid(args.temperatures, args.top_ks, args.top_ps, args.max_new_tokens)
+    data = build_detector_data(
+        generator,
+        reviews.held_out,
+        reviews.source,
+        count=args.count,
+        grid=grid,
+        min_chars=args.min_chars,
+        batch_size=args.batch_size,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        exclude=frozenset(text for path in args.exclude for split in load_detector_data(path).values()
+                          for text in split["text"]),
+    )
+    data.save_to_disk(args.output)
+    print(f"saved {len(data['train'])} training and {len(data['test'])} test reviews to {args.output}")
+    return 0
+
+
+def run_train_detector(args) -> int:
+    from ..detection.data import load_detector_data
+    from ..detection.detector import Detector, evaluate
+    from ..detection.training import train_detector
+    from ..generation.loading import BUNDLED_MODEL
+
+    generator_dir = args.generator or BUNDLED_MODEL
+    if not os.path.isfile(os.path.join(generator_dir, "config.json")):
+        raise MissingFileError(f"{generator_dir} is not a saved generator directory (no config.json)")
+    data = load_detector_data(args.data)
+    log = train_detector(
+        generator_dir,
+        data,
+        args.output,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        min_chars=args.min_chars,
+        max_chars=args.max_chars,
+        layers=args.layers,
+        pooling=args.pooling,
+        seed=args.seed,
+    )
+    if "test" in data:
+        log["test"] = evaluate(Detector(args.output), data["test"])
+    write_json(os.path.join(args.output, DETECTOR_LOG), log)
+    print(json.dumps(log.get("test", {}), indent=2))
+    return 0
+
+
+def run_calibrate(args) -> int:
+    from ..detection.calibration import calibrate_detector
+    from ..detection.data import held_out_reviews, load_detector_data
+    from ..detection.detector import Detector, evaluate
+    from ..generation.loading import BUNDLED_MODEL
+
+    if os.path.realpath(args.output) == os.path.realpath(args.detector):
+        raise UsageError("give an output directory other than the detector's own: a failed run must not break it")
+    if not os.path.isfile(os.path.join(args.detector, "config.json")):
+        raise MissingFileError(f"{args.detector} is not a saved detector directory (no config.json)")
+    log_path = Path(args.detector) / DETECTOR_LOG
+    log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
+    generator_dir = args.generator or log.get("generator") or str(BUNDLED_MODEL)
+    data = load_detector_data(args.data, needs=("train",))
+    test = load_detector_data(args.test_data, needs=("test",))["test"] if args.test_data else data.get("test")
+    reviews = held_out_reviews(generator_dir, args.human_data, args.validation_fraction, args.data_seed)
+    lexicon_texts = reviews.train["text"]  # the words the generator learned from
+    log["lexicon"] = {
+        "generator": generator_dir,
+        "data": args.data,
+        **calibrate_detector(args.detector, lexicon_texts, data["train"], args.output),
+    }
+    if test is not None:
+        log["test"] = evaluate(Detector(args.output), test)
+    write_json(os.path.join(args.output, DETECTOR_LOG), log)
+    print(json.dumps({"lexicon": log["lexicon"], "test": log.get("test", {})}, indent=2))
+    return 0

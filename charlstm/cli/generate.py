@@ -1,0 +1,83 @@
+"""`charlstm generate`: its options, and a thin caller of `charlstm.generation`."""
+
+import sys
+
+from ..generation.settings import GenerationSettings, check_settings
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="write reviews with a trained model (the bundled Yelp model by default)",
+        description="Write reviews with a trained model. Uses the bundled Yelp model unless --model is given.",
+    )
+    defaults = GenerationSettings()
+    parser.add_argument("prompt", nargs="?", default="", help="the start of the review (default: start from nothing)")
+    parser.add_argument("--model", help="saved model directory or Hub id (default: the bundled model)")
+    parser.add_argument("--stars", type=int, help="star rating to ask for, 1-5 (star-conditioned models only)")
+    parser.add_argument("--num", type=int, default=defaults.num_reviews, help="reviews to write (default: %(default)s)")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="default: %(default)s")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off (default: %(default)s)")
+    parser.add_argument("--top-p", type=float, default=defaults.top_p, help="1.0 = off (default: %(default)s)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=defaults.max_new_tokens,
+        help="characters to add at most (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, help="the same seed gives the same reviews (default: random, printed)")
+    parser.add_argument("--stream", action="store_true", help="print characters as they are generated")
+    parser.add_argument(
+        "--fp32", action="store_true", help="keep fp32 weights (default: int8 weights, faster on a CPU)"
+    )
+    parser.set_defaults(func=run_generate)
+
+
+def run_generate(args) -> int:
+    from ..generation.loading import load_generator
+    from ..generation.streaming import REVIEW_SEPARATOR
+
+    settings = check_settings(
+        GenerationSettings(
+            prompt=args.prompt,
+            stars=args.stars,
+            num_reviews=args.num,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+        )
+    )
+    generator = load_generator(args.model, int8=not args.fp32)
+    generator.prompt_ids(settings)  # reports a bad prompt or stars before anything is printed
+    unknown = generator.unknown_characters(settings.prompt)
+    if unknown:
+        note = f"the model does not know {''.join(unknown)!r}; they are read as <unk>"
+        print(f"charlstm generate: note: {note}", file=sys.stderr)
+    if args.seed is None:
+        print(f"charlstm generate: seed {settings.seed}", file=sys.stderr)
+    if args.stream:
+        _print_stream(generator.stream(settings), settings.num_reviews, REVIEW_SEPARATOR)
+    else:
+        reviews = generator.generate(settings)
+        print(REVIEW_SEPARATOR.join(reviews))
+    return 0
+
+
+def _print_stream(updates, num_reviews: int, separator: str) -> None:
+    """
+    Follows one review at a time: the reviews grow side by side, so when one ends, the next is printed as far as it
+    has got and then followed live. The terminal shows the same text the non-streaming command prints.
+    """
+    current, shown = 0, 0
+    for update in updates:
+        while current < num_reviews:
+            text = update.texts[current]
+            sys.stdout.write(text[shown:])
+            shown = len(text)
+            if not update.finished[current]:
+                break
+            current, shown = current + 1, 0
+            if current < num_reviews:
+                sys.stdout.write(separator)
+        sys.stdout.flush()
+    sys.stdout.write("\n")

@@ -1,0 +1,22 @@
+"""Names of the files a training run leaves in its output directory, and how they are written.
+
+Here rather than in the module that writes each one, so that training, detection and the Hub code can all read
+them without importing one another.
+"""
+
+import json
+import os
+
+TRAINING_LOG = "training_log.json"  # `charlstm train`: the run's settings, history and held-out figures
+TRAINING_CURVES = "training_curves.png"  # `charlstm train`: loss and held-out bpc against steps
+DETECTOR_LOG = "detector_log.json"  # `charlstm detector train / calibrate`: the detector's run and test figures
+TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks a complete checkpoint
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    """Atomic: a reader never sees half a file."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(temporary, path)
