@@ -416,3 +416,116 @@ def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, generat
     assert main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(tmp_path / "out"),
                  "--generator", str(generator_dir)]) == 2
     assert "--human-data" in capsys.readouterr().err
+
+
+def llm_like_texts(count: int, seed: int) -> list[str]:
+    """Our own stand-in for another generator's reviews: polished, formulaic sentences unlike review_like_texts."""
+    rng = random.Random(seed)
+    openings = ["I recently visited this establishment", "My experience at this restaurant", "Upon arrival"]
+    middles = ["the ambiance was delightful", "the staff were exceptionally attentive", "every dish exceeded expectations"]
+    return [
+        " ".join(f"{rng.choice(openings)}, and {rng.choice(middles)}." for _ in range(rng.randint(1, 4)))
+        + " Overall, I would highly recommend it."
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_on_texts(human_file):
+    """The human reviews the tiny generator "trained on": the train part of its data, as build-data splits it."""
+    return load_reviews(str(human_file), validation_fraction=0.5, seed=0).train["text"]
+
+
+@pytest.fixture(scope="module")
+def labelled_file(tmp_path_factory, trained_on_texts):
+    """Another generator's reviews (label CG) beside human ones (label OR), three of which the generator trained on."""
+    path = tmp_path_factory.mktemp("labelled") / "other-generator.jsonl"
+    rows = [{"review": text, "kind": "CG", "generator": "formulaic-lm", "domain": "restaurants"}
+            for text in llm_like_texts(40, seed=5)]
+    rows += [{"review": text, "kind": "OR"} for text in review_like_texts(37, seed=6) + trained_on_texts[:3]]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_data_dir(tmp_path_factory, generator_dir, human_file, labelled_file):
+    path = tmp_path_factory.mktemp("mixed-data") / "data"
+    code = main([
+        "detector", "build-data", str(path), "--generator", str(generator_dir), "--human-data", str(human_file),
+        "--validation-fraction", "0.5", "--count", "30", "--max-new-tokens", "60,150", "--min-chars", "30",
+        "--temperatures", "0.5,1.0", "--batch-size", "8", "--seed", "3", "--labelled", str(labelled_file),
+        "--labelled-text-column", "review", "--labelled-label-column", "kind", "--label-map", "OR=human,CG=machine",
+    ])
+    assert code == 0
+    return path
+
+
+def test_labelled_rows_keep_their_provenance_and_leave_out_what_the_generator_trained_on(
+    mixed_data_dir, trained_on_texts, generator_dir
+):
+    data = datasets.load_from_disk(str(mixed_data_dir))
+    everything = datasets.concatenate_datasets([data["train"], data["test"]])
+    labelled = everything.filter(lambda row: row["source"] == "other-generator.jsonl")
+    assert labelled["label"].count(1) == 40 and labelled["label"].count(0) == 37  # 3 trained-on rows left out
+    assert not set(labelled["text"]) & set(trained_on_texts)
+    assert set(labelled.filter(lambda row: row["label"] == 1)["generator"]) == {"formulaic-lm"}
+    assert set(labelled.filter(lambda row: row["label"] == 0)["generator"]) == {"human"}
+    own = everything.filter(lambda row: row["source"] == generator_dir.name)
+    assert own["label"].count(0) == own["label"].count(1) == 30
+    assert set(own.filter(lambda row: row["label"] == 1)["generator"]) == {generator_dir.name}
+    for split in data.values():  # every source is in both splits
+        assert set(split["source"]) == {"other-generator.jsonl", generator_dir.name}
+
+
+def test_build_data_says_how_many_trained_on_rows_it_left_out(
+    generator_dir, human_file, labelled_file, tmp_path, capsys
+):
+    code = main([
+        "detector", "build-data", str(tmp_path / "data"), "--generator", str(generator_dir), "--human-data",
+        str(human_file), "--validation-fraction", "0.5", "--count", "0", "--min-chars", "30",
+        "--labelled", str(labelled_file), "--labelled-text-column", "review", "--labelled-label-column", "kind",
+        "--label-map", "OR=human,CG=machine",
+    ])
+    assert code == 0
+    assert "left out 3 human rows the generator trained on" in capsys.readouterr().err
+
+
+def test_detector_trained_on_both_kinds_of_machine_text_separates_each(
+    tmp_path_factory, mixed_data_dir, generator_dir
+):
+    path = tmp_path_factory.mktemp("mixed-detector") / "detector"
+    assert main([
+        "detector", "train", str(mixed_data_dir), str(path), "--generator", str(generator_dir),
+        "--max-steps", "60", "--batch-size", "8", "--min-chars", "20", "--max-chars", str(MAX_CHARS),
+    ]) == 0
+    test = datasets.load_from_disk(str(mixed_data_dir))["test"]
+    detector = Detector(path)
+    for source in set(test["source"]):
+        figures = evaluate(detector, test.filter(lambda row: row["source"] == source))
+        assert figures["roc_auc"] >= 0.8, (source, figures)
+
+
+@pytest.mark.parametrize(
+    "rows, options, message",
+    [
+        ([{"body": "Nice.", "label": "human"}], [], "has no column 'text'"),
+        ([{"text": "Nice place.", "label": "human"}, {"text": "Lovely food.", "label": "human"}], [],
+         "has only human rows"),
+        ([{"text": "Nice place.", "label": "human"}, {"text": "Lovely food.", "label": "fake"}], [],
+         "labels no --label-map covers: 'fake'"),
+        ([{"text": "Nice place.", "label": "human"}], ["--label-map", "fake"], "LABEL=human or LABEL=machine"),
+    ],
+)
+def test_labelled_data_is_checked_with_a_one_line_error(
+    generator_dir, human_file, tmp_path, capsys, rows, options, message
+):
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    code = main([
+        "detector", "build-data", str(tmp_path / "out"), "--generator", str(generator_dir), "--human-data",
+        str(human_file), "--validation-fraction", "0.5", "--count", "0", "--labelled", str(labelled), *options,
+    ])
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and "Traceback" not in error, error
+    assert [line for line in error.splitlines() if "error" in line] == [error.strip().splitlines()[-1]]
+    assert not (tmp_path / "out").exists()

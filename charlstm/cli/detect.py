@@ -57,6 +57,18 @@ def add_commands(subparsers) -> None:
         "calibration data for `charlstm detector calibrate` (repeatable); give a new --seed too, or the machine "
         "reviews repeat",
     )
+    build.add_argument(
+        "--labelled", action="append", default=[], metavar="PATH_OR_ID",
+        help="also take the rows of this labelled file or Hub dataset (a text and a human/machine label per row; "
+        "generator and domain columns are kept when present); repeatable. Human rows the generator trained on "
+        "are left out, and counted",
+    )
+    build.add_argument("--labelled-text-column", default="text", help="text column of --labelled (default: text)")
+    build.add_argument("--labelled-label-column", default="label", help="label column of --labelled (default: label)")
+    build.add_argument(
+        "--label-map", metavar="LABEL=CLASS,...",
+        help="how --labelled labels map to human/machine, e.g. OR=human,CG=machine (default: human, machine, 0, 1)",
+    )
     build.set_defaults(func=run_build_data)
 
     train = commands.add_parser(
@@ -160,11 +172,24 @@ def run_detect(args) -> int:
 
 def run_build_data(args) -> int:
     from ..detection.data import build_detector_data, held_out_reviews, load_detector_data
+    from ..detection.labelled import load_labelled, parse_label_map
     from ..generation.loading import load_generator
 
+    label_map = parse_label_map(args.label_map)
+    # Labelled data first: its mistakes show at once, before the generator loads.
+    loaded = {source: load_labelled(source, args.labelled_text_column, args.labelled_label_column, label_map,
+                                    args.min_chars) for source in args.labelled}
     # Full precision: the data should hold what the generator itself writes, the same on every CPU.
     generator = load_generator(args.generator, int8=False)
     reviews = held_out_reviews(generator.source, args.human_data, args.validation_fraction, args.data_seed)
+    trained_on = frozenset(reviews.train["text"])
+    labelled = []
+    for source, rows in loaded.items():
+        rows = rows.without(trained_on)
+        labelled += rows.rows
+        print(f"{source}: {len(rows.rows)} rows; left out {rows.left_out_trained_on} human rows the generator "
+              f"trained on and {rows.left_out_unusable} without a text of {args.min_chars}+ characters",
+              file=sys.stderr)
     grid = SamplingGrid(args.temperatures, args.top_ks, args.top_ps, args.max_new_tokens)
     data = build_detector_data(
         generator,
@@ -178,6 +203,7 @@ def run_build_data(args) -> int:
         seed=args.seed,
         exclude=frozenset(text for path in args.exclude for split in load_detector_data(path).values()
                           for text in split["text"]),
+        labelled=labelled,
     )
     data.save_to_disk(args.output)
     print(f"saved {len(data['train'])} training and {len(data['test'])} test reviews to {args.output}")

@@ -1,9 +1,11 @@
-"""The detector's labelled data: real reviews the generator never trained on, and reviews the generator wrote.
+"""The detector's labelled data: real reviews the generator never trained on, reviews the generator wrote, and
+labelled reviews from other people's generators (`charlstm.detection.labelled`).
 
 Machine reviews are written across a spread of sampling settings (temperature, top-k, top-p, star prompt, length
 cap), so a detector cannot learn one setting's quirks; every setting is kept as a column so that evaluation can
 report per setting. Human and machine texts pass the same length filter, and both classes are equally many in
-the train and test splits. A machine review cut off by its length cap ends at its last full sentence.
+the train and test splits. A machine review cut off by its length cap ends at its last full sentence. Every source
+is split on its own, so each is in both splits in its own proportions and evaluation can report per source.
 """
 
 import json
@@ -11,7 +13,7 @@ import random
 from pathlib import Path
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 from ..errors import UsageError
 from ..generation.sampling import ReviewGenerator
@@ -27,7 +29,9 @@ FEATURES = datasets.Features(
     {
         "text": datasets.Value("string"),
         "label": ClassLabel(names=list(LABELS)),
-        "source": datasets.Value("string"),
+        "source": datasets.Value("string"),  # the data set the row came from (for own rows: the generator or data)
+        "generator": datasets.Value("string"),  # who wrote it: "human", or the model's name
+        "domain": datasets.Value("string"),  # what is reviewed (e.g. yelp restaurants, amazon products), when known
         "temperature": datasets.Value("float64"),  # the sampling settings are None for human reviews
         "top_k": datasets.Value("int32"),
         "top_p": datasets.Value("float64"),
@@ -63,7 +67,8 @@ def held_out_reviews(generator_dir, human_data=None, validation_fraction=None, d
 
 
 def human_rows(
-    reviews: Dataset, source: str, count: int, min_chars: int, seed: int, exclude: frozenset[str] = frozenset()
+    reviews: Dataset, source: str, count: int, min_chars: int, seed: int, exclude: frozenset[str] = frozenset(),
+    domain: str = "unknown",
 ) -> list[dict]:
     """`count` reviews of at least `min_chars` characters and not in `exclude`, drawn with `seed`."""
     usable = reviews.filter(
@@ -79,12 +84,13 @@ def human_rows(
     chosen = usable.shuffle(seed=seed).select(range(count))
     stars = chosen["stars"] if "stars" in chosen.column_names else [None] * count
     return [
-        _row(text, HUMAN, source, stars=rating) for text, rating in zip(chosen["text"], stars)
+        _row(text, HUMAN, source, "human", domain, stars=rating) for text, rating in zip(chosen["text"], stars)
     ]
 
 
 def machine_rows(
-    generator: ReviewGenerator, count: int, grid: SamplingGrid, min_chars: int, batch_size: int, seed: int
+    generator: ReviewGenerator, count: int, grid: SamplingGrid, min_chars: int, batch_size: int, seed: int,
+    domain: str = "unknown",
 ) -> list[dict]:
     """
     `count` reviews written by `generator`, in equal shares per temperature; each `generate` call writes
@@ -122,9 +128,14 @@ def machine_rows(
                 if len(text) >= settings.max_new_tokens:  # no <eos>: it ran into the cap
                     text = up_to_last_sentence_end(text)
                 if len(text) >= min_chars and written < share:
-                    rows.append(_row(text, MACHINE, generator.source, settings))
+                    rows.append(_row(text, MACHINE, own_source(generator), own_source(generator), domain, settings))
                     written += 1
     return rows
+
+
+def own_source(generator: ReviewGenerator) -> str:
+    """The `source` of the generator's own rows, its samples and the held-out reviews beside them: its name."""
+    return Path(str(generator.source).rstrip("/")).name or str(generator.source)
 
 
 def up_to_last_sentence_end(text: str) -> str:
@@ -144,26 +155,46 @@ def build_detector_data(
     test_fraction: float = 0.2,
     seed: int = 0,
     exclude: frozenset[str] = frozenset(),
+    labelled: list[dict] = (),
 ) -> DatasetDict:
     """
-    `count` human and `count` machine reviews, split into train and test with both labels in equal shares. Human
-    reviews in `exclude` are not used: a further set (e.g. to calibrate a detector) stays apart from earlier ones.
+    `count` human and `count` machine reviews, plus the `labelled` rows, split into train and test: each source
+    on its own, stratified by label. Human reviews in `exclude` are not used: a further set (e.g. to calibrate a
+    detector) stays apart from earlier ones. `count` may be 0 when labelled rows are given.
     """
-    if count < 2:
-        raise UsageError(f"--count must be at least 2 (one review per class in each split), got {count}")
+    if count < (0 if labelled else 2) or count == 1:
+        raise UsageError(f"--count must be 0 (with --labelled) or at least 2 (one review per class in each split), "
+                         f"got {count}")
     if not 0.0 < test_fraction < 1.0:
         raise UsageError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
-    rows = human_rows(human_reviews, human_source, count, min_chars, seed, exclude)
-    rows += machine_rows(generator, count, grid, min_chars, batch_size, seed)
-    table = Dataset.from_list(rows, features=FEATURES)
-    return table.train_test_split(test_size=test_fraction, seed=seed, stratify_by_column="label")
+    rows = list(labelled)
+    if count:
+        domain = Path(human_source).stem or human_source
+        rows += human_rows(human_reviews, own_source(generator), count, min_chars, seed, exclude, domain)
+        rows += machine_rows(generator, count, grid, min_chars, batch_size, seed, domain)
+    table = Dataset.from_list([{name: row.get(name) for name in FEATURES} for row in rows], features=FEATURES)
+    splits = [_split(table.filter(lambda row, name=name: row["source"] == name), test_fraction, seed)
+              for name in dict.fromkeys(table["source"])]
+    return DatasetDict({name: concatenate_datasets([split[name] for split in splits]) for name in ("train", "test")})
 
 
-def _row(text: str, label: int, source: str, settings: GenerationSettings | None = None, stars=None) -> dict:
+def _split(source_rows: Dataset, test_fraction: float, seed: int) -> DatasetDict:
+    """One source's rows into train and test, both labels in their proportions."""
+    fewest = min(source_rows["label"].count(label) for label in (HUMAN, MACHINE))
+    if fewest < 2:
+        raise UsageError(f"source {source_rows[0]['source']!r} has {fewest} rows of one label: at least 2 of each "
+                         "are needed to test on it")
+    return source_rows.train_test_split(test_size=test_fraction, seed=seed, stratify_by_column="label")
+
+
+def _row(text: str, label: int, source: str, generator: str, domain: str, settings: GenerationSettings | None = None,
+         stars=None) -> dict:
     return {
         "text": text,
         "label": label,
         "source": source,
+        "generator": generator,
+        "domain": domain,
         "temperature": settings and settings.temperature,
         "top_k": settings and settings.top_k,
         "top_p": settings and settings.top_p,

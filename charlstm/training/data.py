@@ -59,7 +59,7 @@ def load_reviews(
     """
     if not 0.0 < validation_fraction < 1.0:
         raise UsageError(f"--validation-fraction must be between 0 and 1, got {validation_fraction}")
-    splits = _load(source)
+    splits = load_dataset_splits(source)
     if "train" not in splits:
         raise UsageError(f"dataset {source!r} has no 'train' split (splits: {', '.join(splits)})")
     _check_column(splits, text_column, "--text-column", source)
@@ -78,7 +78,7 @@ def load_reviews(
     return Reviews(train, held_out, source, text_column, label_column)
 
 
-def _load(source: str) -> DatasetDict:
+def load_dataset_splits(source: str) -> DatasetDict:
     """A local path by its ending or as a saved `datasets` directory; anything else is taken as a Hub id."""
     path = os.path.expanduser(source)
     ending = os.path.splitext(path)[1].lower()
