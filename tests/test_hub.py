@@ -240,7 +240,8 @@ def test_space_push_lands_a_configured_gradio_space_and_is_idempotent(pushed):
     api = HfApi()
     files = set(api.list_repo_files("tester/charlstm-space", repo_type="space"))
     assert {"app.py", "README.md", "requirements.txt", "charlstm/__init__.py", "charlstm/cli/__init__.py"} <= files
-    assert not any(name.startswith("charlstm/bundled/") for name in files)  # the Space loads its models by id
+    # The Space loads its models by id, and its app is at the top, not a second time inside the package.
+    assert not any(name.startswith(("charlstm/bundled/", "charlstm/hub/space/")) for name in files)
     readme = open(hf_hub_download("tester/charlstm-space", "README.md", repo_type="space")).read()
     metadata = yaml.safe_load(readme.split("---")[1])
     assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py"

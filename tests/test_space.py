@@ -46,23 +46,29 @@ def detector_dir(tmp_path_factory, tiny_tokenizer):
     return path
 
 
-def launch_space(model_dir, detector: str, log_path: Path):
-    """Starts `python space/app.py` on a free loopback port; returns the process and its URL once it answers."""
+def launch_space(model_dir, detector: str | None, log_path: Path, python: str = sys.executable,
+                 app: Path = ROOT / "space" / "app.py", cwd: Path = ROOT, env: dict | None = None):
+    """
+    Starts `python space/app.py` (or another copy of the app, with another Python) on a free loopback port; returns
+    the process and its URL once it answers. A model or detector of None leaves the app to its default.
+    """
     port = free_port()
     env = {
-        **os.environ,  # the Hub isolation of conftest: HF_ENDPOINT, proxies and HF_HOME all on this machine
-        "MODEL_ID": str(model_dir),
-        "DETECTOR_ID": detector,
+        **(os.environ if env is None else env),  # conftest's Hub isolation: HF_ENDPOINT, proxies, HF_HOME all local
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1",
     }
-    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+    for name in ("MODEL_ID", "DETECTOR_ID", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         env.pop(name, None)
+    if model_dir is not None:
+        env["MODEL_ID"] = str(model_dir)
+    if detector is not None:
+        env["DETECTOR_ID"] = str(detector)
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "space/app.py", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [python, str(app), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # straight to loopback, never a proxy

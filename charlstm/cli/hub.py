@@ -34,7 +34,7 @@ def add_commands(subparsers) -> None:
     space.add_argument("--model-id", required=True, help="Hub id of the generator the Space loads")
     space.add_argument("--detector-id", help="Hub id of the detector the Space loads (default: none)")
     space.add_argument("--private", action="store_true", help="create the Space private")
-    space.add_argument("--space-dir", help="the app's folder (default: the project's space/)")
+    space.add_argument("--space-dir", help="the app's folder (default: the Space that ships with the package)")
     space.add_argument("--commit-message", help="message of the commit")
     space.set_defaults(func=run_push_space)
 

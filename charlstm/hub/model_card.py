@@ -1,10 +1,10 @@
 """The Hub model card (README.md) of a saved generator or detector, filled in from the run's own log.
 
-The templates are the project's top-level `model_card.md` (generator) and `detector_card.md` (detector). The YAML
-metadata is built with huggingface_hub's `ModelCardData`, and the body rendered with `ModelCard.from_template`
-(Jinja), so the front matter is always valid YAML the Hub understands (model-index included). Every figure comes
-from `training_log.json` / `detector_log.json`; one that a run did not record is shown as "not measured" rather
-than failing the render.
+The templates are package data in `templates/`: `model_card.md` (generator; the project's top-level design card)
+and `detector_card.md` (detector). The YAML metadata is built with huggingface_hub's `ModelCardData`, and the body
+rendered with `ModelCard.from_template` (Jinja), so the front matter is always valid YAML the Hub understands
+(model-index included). Every figure comes from `training_log.json` / `detector_log.json`; one that a run did not
+record is shown as "not measured" rather than failing the render.
 """
 
 import json
@@ -23,9 +23,10 @@ from ..generation.loading import load_generator
 from ..generation.settings import GenerationSettings, check_settings
 from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-GENERATOR_TEMPLATE = PROJECT_ROOT / "model_card.md"
-DETECTOR_TEMPLATE = Path(__file__).resolve().parent / "templates" / "detector_card.md"
+# Package data. templates/model_card.md is a link to the design card at the top of the repository; a build copies it.
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+GENERATOR_TEMPLATE = TEMPLATES / "model_card.md"
+DETECTOR_TEMPLATE = TEMPLATES / "detector_card.md"
 POOLING_WORDS = {
     "last": "the top layer's state at the last character",
     "mean": "the mean of the top layer's states over all characters",
@@ -226,7 +227,7 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
 
 def _render(template: Path, card_data: ModelCardData, context: dict) -> str:
     if not template.is_file():
-        raise FileNotFoundError(f"the model card template {template} is missing: it ships with the project source")
+        raise FileNotFoundError(f"the model card template {template} is missing: the package was built without it")
     return str(ModelCard.from_template(card_data, template_path=str(template), **context))
 
 

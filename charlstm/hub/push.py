@@ -23,7 +23,8 @@ from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
 from .model_card import is_detector, render_model_card
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-SPACE_DIR = PACKAGE_DIR.parent / "space"
+# Package data: links to the project's space/app.py, README.md and requirements.txt, which a build copies.
+SPACE_DIR = Path(__file__).resolve().parent / "space"
 HANDLER_SOURCE = Path(__file__).resolve().parent / "endpoint_handler.py"
 CODE_FILES = ("configuration_charlstm.py", "modeling_charlstm.py", "tokenization_charlstm.py")
 TOKENIZER_FILES = ("vocab.json", "tokenizer_config.json")
@@ -190,9 +191,10 @@ def push_space(
     commit_message: str | None = None,
 ) -> PushResult:
     """
-    Publishes `space_dir` (the project's `space/`) as a Gradio Space, with the charlstm package beside `app.py` so
-    it imports, and sets the Space variables MODEL_ID / DETECTOR_ID (a Space's variables are its environment) to
-    the models it should load. The README's metadata gets the Gradio SDK and links to the models.
+    Publishes `space_dir` (default: the project's `space/`, as the package carries it) as a Gradio Space, with the
+    charlstm package beside `app.py` so it imports, and sets the Space variables MODEL_ID / DETECTOR_ID (a Space's
+    variables are its environment) to the models it should load. The README's metadata gets the Gradio SDK and
+    links to the models.
     """
     check_repo_id(repo_id)
     check_repo_id(model_id, "--model-id")
@@ -207,9 +209,10 @@ def push_space(
         staging = Path(staging)
         source_files = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
         shutil.copytree(space_dir, staging, dirs_exist_ok=True, ignore=source_files)
-        # The bundled models stay behind: the Space loads the models it is given by Hub id.
+        # The bundled models stay behind (the Space loads the models it is given by Hub id), and so does the
+        # package's copy of the Space itself (hub/space/), which is already at the top.
         shutil.copytree(PACKAGE_DIR, staging / "charlstm",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "bundled"))
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "bundled", "space"))
         if not (staging / "requirements.txt").is_file():
             (staging / "requirements.txt").write_text("\n".join(package_requirements()) + "\n")
         write_space_card(staging / MODEL_CARD, [model_id] + ([detector_id] if detector_id else []))
