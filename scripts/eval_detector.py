@@ -1,15 +1,20 @@
 """The trained detector against the zero-shot baseline, side by side, on the held-out part of the detector data.
 
-Rows: text length x sampling temperature. Lengths: the first 100 and the first 200 characters of every text that
-long, and whole texts of 400 characters or more ("400+"; each method reads what it reads in use: the detector up
-to its model_max_length, the generator up to its own). Per temperature: that temperature's machine reviews
-against all human reviews of the length (the human side is the same in every temperature row, so accuracy and
-precision there are on unbalanced sets; the counts are printed). "all" pools every temperature and "<=1.0" those
-up to 1.0, the range the detector's goal is set for.
+Rows: text length x group. Lengths: the first 100, 200 and 400 characters of every text that long (equal-length
+crops, so length itself cannot decide), and "whole" texts as each method reads them in use (the detector up to its
+model_max_length, the generator up to its own). Per temperature: that temperature's machine reviews against all
+human reviews of the length (accuracy and precision there are on unbalanced sets; the counts are printed). "all"
+pools everything and "temp<=1.0" our generator's texts up to 1.0, the range the detector's goal is set for.
 
 The trained detector calls a text machine-written at P(machine) >= 0.5. The zero-shot baseline
 (`charlstm.detection.zero_shot`) is calibrated, per length, on texts of the detector data's train split cut the same
 way.
+Data with several sources (`build-data --labelled`) gets a row per source and per generator within it (its machine
+texts against the same source's human texts), and two kinds of transfer figure: `--held-out-detector SOURCE=DIR`
+rows, a detector trained without that source (leave-one-source-out, the only estimate of how a detector does on a
+generator it never saw), and the plain baseline, a character n-gram logistic regression (scikit-learn) trained on
+the same train split cut the same way, in-distribution and with each source left out.
+
 Each AUC comes with a 95% bootstrap interval (`charlstm.detection.metrics.auc_interval`): a temperature row of a
 few dozen machine texts says little more than its interval does.
 
@@ -21,8 +26,12 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 
 import datasets
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 
 from charlstm.detection.data import MACHINE
 from charlstm.detection.detector import THRESHOLD, Detector
@@ -30,11 +39,11 @@ from charlstm.detection.metrics import auc_interval, roc_auc, threshold_metrics
 from charlstm.detection.scoring import score_texts
 from charlstm.detection.zero_shot import ZeroShotDetector, text_statistics
 from charlstm.generation.loading import load_generator
+from charlstm.runfiles import DETECTOR_LOG, write_json
 
-# Name -> characters kept from the start of each text (None: the whole text); texts shorter than the bound are left
-# out of that row.
-LENGTHS = {"100": 100, "200": 200, "400+": None}
-MIN_WHOLE_LENGTH = 400
+# Name -> characters kept from the start of each text, on equal-length crops so that length itself cannot decide
+# (texts shorter than the bound are left out of that row); "whole": every text as each method reads it in use.
+LENGTHS = {"100": 100, "200": 200, "400": 400, "whole": None}
 POOLED_UP_TO = 1.0  # a row pooling the machine reviews written at temperatures up to this
 
 
@@ -45,6 +54,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--generator", help="generator for the zero-shot baseline (default: the bundled model)")
     parser.add_argument("--calibration-texts", type=int, default=1000,
                         help="training texts the zero-shot baseline is calibrated on (default: %(default)s)")
+    parser.add_argument("--held-out-detector", action="append", default=[], metavar="SOURCE=DIR",
+                        help="a detector trained without SOURCE, tested on SOURCE's test texts (repeatable)")
+    parser.add_argument("--record", action="store_true",
+                        help="write what the detector was tested on, and its uncertain band, into its detector_log.json")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     return parser.parse_args()
@@ -52,7 +65,7 @@ def parse_args() -> argparse.Namespace:
 
 def cut(texts: list[str], length: int | None) -> list[int]:
     """Indices of the texts that belong to a length row."""
-    bound = MIN_WHOLE_LENGTH if length is None else length
+    bound = length or 1
     return [index for index, text in enumerate(texts) if len(text) >= bound]
 
 
@@ -63,6 +76,34 @@ def crop(text: str, length: int | None) -> str:
 def zero_shot_statistics(scores, length: int | None) -> dict[str, float]:
     """Scores of a prefix are the prefix of the scores, so each text is scored by the generator only once."""
     return text_statistics(scores if length is None else scores.head(length))
+
+
+def ngram_baseline(texts: list[str], labels: list[int]):
+    """The plain baseline: character 1-4-gram TF-IDF and a logistic regression; returns P(machine) for texts."""
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, 4), min_df=2, sublinear_tf=True, max_features=200_000),
+        LogisticRegression(C=10.0, max_iter=2000),
+    )
+    model.fit(texts, labels)
+    return lambda texts: model.predict_proba(texts)[:, 1].tolist()
+
+
+def groups_of(test) -> list[tuple[str, callable]]:
+    """(name, predicate over a test row) for every row of the table: all, per source, per generator, per temperature."""
+    sources = sorted(set(test["source"])) if "source" in test.column_names else []
+    groups = [("all", lambda row: True), (f"temp<={POOLED_UP_TO}", lambda row: row["label"] != MACHINE or (
+        row["temperature"] is not None and row["temperature"] <= POOLED_UP_TO))]
+    for temperature in sorted({t for t in test["temperature"] if t is not None}):
+        groups.append((f"temp={temperature}", lambda row, t=temperature: row["label"] != MACHINE or row["temperature"] == t))
+    if len(sources) > 1:
+        for source in sources:
+            rows = test.filter(lambda row, s=source: row["source"] == s)
+            groups.append((f"source={source}", lambda row, s=source: row["source"] == s))
+            generators = sorted(set(rows.filter(lambda row: row["label"] == MACHINE)["generator"]))
+            for generator in generators if len(generators) > 1 else []:
+                groups.append((f"{source}:{generator}", lambda row, s=source, g=generator: row["source"] == s and (
+                    row["label"] != MACHINE or row["generator"] == g)))
+    return groups
 
 
 def metrics(labels: list[int], scores: list[float], threshold: float) -> dict:
@@ -90,8 +131,11 @@ def main() -> int:
     test_texts = list(test["text"])
     test_scores = score_texts(generator.model, generator.tokenizer, test_texts, args.batch_size)
     test_labels = [int(label == MACHINE) for label in test["label"]]
-    test_temperatures = list(test["temperature"])
-    temperatures = sorted({t for t in test_temperatures if t is not None})
+    test_rows = list(test)
+    groups = groups_of(test)
+    train_texts, train_labels = list(train["text"]), [int(label == MACHINE) for label in train["label"]]
+    train_sources = list(train["source"]) if "source" in train.column_names else [None] * len(train)
+    held_out = dict(pair.split("=", 1) for pair in args.held_out_detector)
 
     rows, calibrations = [], {}
     for name, length in LENGTHS.items():
@@ -107,24 +151,38 @@ def main() -> int:
         indices = cut(test_texts, length)
         detected = detector.predict([crop(test_texts[i], length) for i in indices], batch_size=args.batch_size)
         detector_score = {i: d.machine_probability for i, d in zip(indices, detected)}
+        if length is None:
+            band = uncertain_band([test_labels[i] for i in indices], [detector_score[i] for i in indices])
         zero_shot_score = {i: zero_shot.score(zero_shot_statistics(test_scores[i], length)) for i in indices}
-        groups = [("all", lambda t: True), (f"<={POOLED_UP_TO}", lambda t: t <= POOLED_UP_TO)]
-        groups += [(temperature, lambda t, chosen=temperature: t == chosen) for temperature in temperatures]
-        for temperature, written_at in groups:
-            group = [i for i in indices if test_labels[i] != 1 or written_at(test_temperatures[i])]
+        training = cut(train_texts, length)
+        baseline = ngram_baseline([crop(train_texts[i], length) for i in training], [train_labels[i] for i in training])
+        baseline_score = dict(zip(indices, baseline([crop(test_texts[i], length) for i in indices])))
+        for group_name, belongs in groups:
+            group = [i for i in indices if belongs(test_rows[i])]
             labels = [test_labels[i] for i in group]
             if len(set(labels)) < 2:
                 continue
             rows.append({
                 "length": name,
-                "temperature": temperature,
+                "group": group_name,
                 "human": labels.count(0),
                 "machine": labels.count(1),
                 "detector": metrics(labels, [detector_score[i] for i in group], THRESHOLD),
                 "zero_shot": metrics(labels, [zero_shot_score[i] for i in group], zero_shot.threshold),
+                "ngram": metrics(labels, [baseline_score[i] for i in group], 0.5),
             })
+        rows += leave_one_source_out(name, length, indices, test_rows, test_texts, test_labels, train_texts,
+                                     train_labels, train_sources, held_out, args.batch_size)
 
     print_table(rows, calibrations)
+    tested_on = [{"name": describe(row["group"], test), "roc_auc": row["detector"]["roc_auc"],
+                  "human": row["human"], "machine": row["machine"]}
+                 for row in rows if row["length"] == "whole" and row["group"].startswith("source=")]
+    print(f"uncertain band (fewer than {BAND_PRECISION:.0%} of calls right): P(machine) in [{band[0]:.2f}, {band[1]:.2f})")
+    if args.record:
+        log_path = Path(detector.path) / DETECTOR_LOG
+        log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
+        write_json(log_path, {**log, "tested_on": tested_on, "uncertain_band": list(band)})
     report = {
         "data": args.data,
         "detector": detector.path,
@@ -133,6 +191,8 @@ def main() -> int:
         "zero_shot_calibration": calibrations,
         "calibration_texts": len(calibration),
         "rows": rows,
+        "tested_on": tested_on,
+        "uncertain_band": list(band),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.json:
@@ -142,20 +202,65 @@ def main() -> int:
     return 0
 
 
+BAND_PRECISION = 0.9
+
+
+def uncertain_band(labels: list[int], scores: list[float]) -> tuple[float, float]:
+    """
+    [low, high): below `low` at least BAND_PRECISION of the texts are human, at or above `high` at least that share
+    are machine; between, the detector's calls are wrong too often to state. Empty ([0.5, 0.5)) when it has none.
+    """
+    grid = [step / 100 for step in range(1, 100)]
+
+    def share(wanted: int, chosen) -> float:
+        picked = [label for label, score in zip(labels, scores) if chosen(score)]
+        return picked.count(wanted) / len(picked) if picked else 1.0
+
+    low = max((t for t in grid if t <= THRESHOLD and share(0, lambda s, t=t: s < t) >= BAND_PRECISION), default=0.0)
+    high = min((t for t in grid if t >= THRESHOLD and share(1, lambda s, t=t: s >= t) >= BAND_PRECISION), default=1.0)
+    return (low, high)
+
+
+def describe(group: str, test) -> str:
+    """'source=NAME' -> 'NAME (written by GENERATORS)', for a user who never saw the data."""
+    source = group.removeprefix("source=")
+    generators = sorted(set(test.filter(lambda row: row["source"] == source and row["label"] == MACHINE)["generator"]))
+    return f"{source} (machine text by {', '.join(generators)})"
+
+
+def leave_one_source_out(name, length, indices, test_rows, test_texts, test_labels, train_texts, train_labels,
+                         train_sources, held_out, batch_size) -> list[dict]:
+    """Per source: the n-gram baseline trained without it and, where given, a detector trained without it."""
+    rows = []
+    for source in sorted(set(train_sources) - {None}) if len(set(train_sources)) > 1 else []:
+        group = [i for i in indices if test_rows[i]["source"] == source]
+        labels = [test_labels[i] for i in group]
+        if len(set(labels)) < 2:
+            continue
+        training = [i for i in cut(train_texts, length) if train_sources[i] != source]
+        baseline = ngram_baseline([crop(train_texts[i], length) for i in training], [train_labels[i] for i in training])
+        row = {"length": name, "group": f"without {source}", "human": labels.count(0), "machine": labels.count(1),
+               "ngram": metrics(labels, baseline([crop(test_texts[i], length) for i in group]), 0.5)}
+        if source in held_out:
+            detected = Detector(held_out[source]).predict([crop(test_texts[i], length) for i in group], batch_size)
+            row["detector"] = metrics(labels, [d.machine_probability for d in detected], THRESHOLD)
+        rows.append(row)
+    return rows
+
+
 def print_table(rows: list[dict], calibrations: dict) -> None:
     header = (
-        f"{'length':>6} {'temp':>5} {'human':>6} {'mach.':>6} | "
+        f"{'length':>6} {'group':<34} {'human':>6} {'mach.':>6} | "
         f"{'detector: AUC':>13} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5} | "
-        f"{'zero-shot: AUC':>14} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5}"
+        f"{'zero-shot: AUC':>14} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5} | "
+        f"{'n-gram: AUC':>11} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
-        temperature = row["temperature"] if isinstance(row["temperature"], str) else f"{row['temperature']:.2f}"
-        print(
-            f"{row['length']:>6} {temperature:>5} {row['human']:>6} {row['machine']:>6} | "
-            f"{method_cells(row['detector'], 13)} | {method_cells(row['zero_shot'], 14)}"
-        )
+        cells = [method_cells(row.get(method), width) for method, width in
+                 (("detector", 13), ("zero_shot", 14), ("ngram", 11))]
+        print(f"{row['length']:>6} {row['group'][:34]:<34} {row['human']:>6} {row['machine']:>6} | " + " | ".join(cells))
     print()
     for name, calibration in calibrations.items():
         print(
@@ -164,7 +269,9 @@ def print_table(rows: list[dict], calibrations: dict) -> None:
         )
 
 
-def method_cells(figures: dict, auc_width: int) -> str:
+def method_cells(figures: dict | None, auc_width: int) -> str:
+    if figures is None:
+        return f"{'-':>{auc_width}} {'':11} {'':5} {'':5} {'':5}"
     low, high = figures["roc_auc_95ci"]
     return (
         f"{figures['roc_auc']:{auc_width}.3f} {low:5.3f}-{high:5.3f} {figures['accuracy']:5.3f} "

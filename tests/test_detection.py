@@ -529,3 +529,24 @@ def test_labelled_data_is_checked_with_a_one_line_error(
     assert code == 2 and message in error and "Traceback" not in error, error
     assert [line for line in error.splitlines() if "error" in line] == [error.strip().splitlines()[-1]]
     assert not (tmp_path / "out").exists()
+
+
+def test_detect_says_what_the_detector_was_tested_on_and_where_it_is_unsure(detector_dir, tmp_path, capsys):
+    import shutil
+
+    unsure = tmp_path / "detector"
+    shutil.copytree(detector_dir, unsure)
+    log_path = unsure / "detector_log.json"
+    log = json.loads(log_path.read_text())
+    tested_on = [{"name": "gpt-3 yelp (machine text by gpt-3)", "roc_auc": 0.61, "human": 10, "machine": 10},
+                 {"name": "own samples", "roc_auc": 0.99, "human": 10, "machine": 10}]
+    log_path.write_text(json.dumps({**log, "tested_on": tested_on, "uncertain_band": [0.0, 1.0]}))
+    assert main(["detect", "--detector", str(unsure), "--json", "The tacos were great."]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["label"] == "uncertain"
+    assert "gpt-3 yelp (machine text by gpt-3) AUC 0.61; own samples AUC 0.99" in captured.err
+    assert "says little on text like: gpt-3 yelp" in captured.err
+    assert main(["detect", "--detector", str(detector_dir), "--json", "The tacos were great."]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)[0]["label"] in {"human", "machine"}
+    assert "records no test against labelled machine-written text" in captured.err

@@ -155,7 +155,9 @@ def run_detect(args) -> int:
     from ..detection.detector import Detector, check_texts
 
     texts = check_texts(read_reviews(args))  # before the detector loads: bad input fails at once
-    detections = Detector(args.detector).predict(texts)
+    detector = Detector(args.detector)
+    detections = detector.predict(texts)
+    print(f"charlstm detect: note: {detector.caveat()}", file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(detection) for detection in detections], indent=2))
         return 0

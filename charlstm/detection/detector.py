@@ -5,8 +5,10 @@ lexicon of the generator's training words in its weights; it loads with `pipelin
 any model, and `Detector` below is that pipeline plus the rules for empty and over-long text.
 """
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import datasets
 import torch
@@ -15,11 +17,13 @@ from transformers import AutoConfig, pipeline
 from .. import register
 from ..errors import MissingFileError, UsageError
 from ..generation.loading import BUNDLED_DETECTOR, model_or_bundled
+from ..runfiles import DETECTOR_LOG
 from .data import MACHINE
 from .metrics import roc_auc, threshold_metrics
 from .training import TOKENIZER_KWARGS
 
 THRESHOLD = 0.5  # machine when P(machine) >= 0.5: the classes were balanced in training
+WEAK_AUC = 0.8  # a source the detector separates worse than this is one where its verdict says little
 
 # A saved directory loads through the Auto classes without trust_remote_code.
 register()
@@ -27,7 +31,11 @@ register()
 
 @dataclass
 class Detection:
-    """machine_probability: the detector's P(machine). truncated: only the first `characters_read` were judged."""
+    """
+    machine_probability: the detector's P(machine). label: "machine", "human", or "uncertain" where the detector's
+    measured error at that probability is high (its `uncertain_band`). truncated: only the first `characters_read`
+    were judged.
+    """
 
     machine_probability: float
     label: str
@@ -51,6 +59,27 @@ class Detector:
             raise MissingFileError(f"could not load the detector {self.path}: {first_line}") from None
         # <bos> takes one position of model_max_length.
         self.max_characters = self.pipeline.tokenizer.model_max_length - 1
+        log = _read_log(self.path)
+        # What `scripts/eval_detector.py --record` measured: per source, how well it separates; and the range of
+        # P(machine) in which fewer than 90% of its calls were right.
+        self.tested_on: list[dict] = log.get("tested_on", [])
+        band = log.get("uncertain_band")
+        self.uncertain_band: tuple[float, float] | None = tuple(band) if band else None
+
+    def label_of(self, probability: float) -> str:
+        low, high = self.uncertain_band or (THRESHOLD, THRESHOLD)
+        if low <= probability < high:
+            return "uncertain"
+        return "machine" if probability >= THRESHOLD else "human"
+
+    def caveat(self) -> str:
+        """One sentence for a user: what this detector was tested against and how well, or that nobody knows."""
+        if not self.tested_on:
+            return "This detector's log records no test against labelled machine-written text."
+        figures = "; ".join(f"{row['name']} AUC {row['roc_auc']:.2f}" for row in self.tested_on)
+        weak = [row["name"] for row in self.tested_on if row["roc_auc"] < WEAK_AUC]
+        warning = f" Its verdict says little on text like: {', '.join(weak)}." if weak else ""
+        return f"Tested on held-out texts (whole reviews): {figures}.{warning}"
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[Detection]:
         """
@@ -65,12 +94,21 @@ class Detector:
             detections.append(
                 Detection(
                     machine_probability=probability,
-                    label="machine" if probability >= THRESHOLD else "human",
+                    label=self.label_of(probability),
                     characters_read=min(len(text), self.max_characters),
                     truncated=len(text) > self.max_characters,
                 )
             )
         return detections
+
+
+def _read_log(path: str) -> dict:
+    """The detector's detector_log.json when it is a local directory that has one (a Hub id: none is read)."""
+    log = Path(path) / DETECTOR_LOG
+    try:
+        return json.loads(log.read_text(encoding="utf-8")) if log.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def check_texts(texts) -> list[str]:
