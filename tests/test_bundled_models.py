@@ -36,11 +36,18 @@ def test_bundled_generator_is_better_than_chance_on_review_text():
     assert loss / torch.log(torch.tensor(2.0)).item() < 3.5  # bits per character; uniform would be ~6.6
 
 
-def test_bundled_detector_loads_in_the_text_classification_pipeline():
+def test_bundled_detector_tells_the_bundled_generators_review_from_a_human_one():
+    model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL).eval()
+    tokenizer = AutoTokenizer.from_pretrained(BUNDLED_MODEL)
+    torch.manual_seed(1)
+    out = model.generate(**tokenizer("<5star>The tacos", return_tensors="pt"), do_sample=True, max_new_tokens=300)
+    machine = tokenizer.decode(out[0], skip_special_tokens=True)
+    human = (  # our own, written by a person for this test
+        "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through "
+        "the menu and recommended the short rib, which was tender and rich. Desserts were just okay."
+    )
     detector = pipeline("text-classification", model=str(BUNDLED_DETECTOR))
-    result = detector("The service was friendly and the food came out hot.")[0]
-    assert result["label"] in {"human", "machine"}
-    assert 0.0 <= result["score"] <= 1.0
+    assert [result["label"] for result in detector([human, machine])] == ["human", "machine"]
 
 
 @pytest.mark.parametrize("model_dir", [BUNDLED_MODEL, BUNDLED_DETECTOR], ids=["generator", "detector"])

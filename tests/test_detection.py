@@ -11,14 +11,14 @@ import random
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
 from charlstm.detection.data import up_to_last_sentence_end
 from charlstm.detection.detector import Detector, evaluate
 from charlstm.detection.metrics import auc_interval, best_threshold, roc_auc, threshold_metrics
-from charlstm.detection.training import EqualLengthCrops, last_complete_checkpoint
+from charlstm.detection.training import EqualLengthCrops, last_complete_checkpoint, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.hub.model_card import render_model_card
 from charlstm.modeling_charlstm import letter_code, word_hashes
@@ -162,11 +162,17 @@ def test_trained_detector_is_a_complete_model_directory(detector_dir):
     assert log["max_steps"] == 40 and set(log["test"]) >= {"roc_auc", "accuracy", "precision", "recall"}
 
 
-def test_detector_starts_from_the_generators_layers(detector_dir, generator_dir):
-    detector = Detector(detector_dir)
-    generator = AutoModelForCausalLM.from_pretrained(str(generator_dir))
-    layers = detector.pipeline.model.model.layers
-    assert [layer.hidden_size for layer in layers] == [layer.hidden_size for layer in generator.model.layers]
+def test_detector_starts_from_the_generators_layers(generator_dir, detector_data_dir, tmp_path):
+    # Trained at a learning rate of 0, the detector is what it started from: the generator's embedding and first
+    # LSTM layer, bit for bit (`layers=1` leaves the second out), under a new head.
+    data = datasets.load_from_disk(str(detector_data_dir))
+    train_detector(str(generator_dir), data, str(tmp_path), max_steps=1, batch_size=4, learning_rate=0.0, layers=1)
+    detector = AutoModelForSequenceClassification.from_pretrained(str(tmp_path)).model.state_dict()
+    generator = AutoModelForCausalLM.from_pretrained(str(generator_dir)).model.state_dict()
+    assert len(AutoConfig.from_pretrained(str(tmp_path)).hidden_sizes) == 1
+    assert detector.keys() < generator.keys() and any(".1." in name for name in generator.keys() - detector.keys())
+    for name, weights in detector.items():
+        assert torch.equal(weights, generator[name]), name
 
 
 def test_detector_separates_machine_from_human_better_than_chance(detector_dir, detector_data_dir):
@@ -206,7 +212,12 @@ def test_detect_command_prints_json(detector_dir, tmp_path, capsys):
     assert main(["detect", "--file", str(reviews), "--detector", str(detector_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [row["truncated"] for row in out] == [False, True]
-    assert all(0.0 <= row["machine_probability"] <= 1.0 and row["label"] in {"human", "machine"} for row in out)
+    assert out[0]["label"] == "human"  # a review, as the human half of the training data
+    expected = Detector(detector_dir).predict(["Great tacos.", "x" * 500])
+    assert [row["label"] for row in out] == [detection.label for detection in expected]
+    assert [row["machine_probability"] for row in out] == pytest.approx(
+        [detection.machine_probability for detection in expected], abs=1e-6
+    )
 
 
 def test_detect_command_notes_truncation(detector_dir, capsys):
@@ -548,5 +559,5 @@ def test_detect_says_what_the_detector_was_tested_on_and_where_it_is_unsure(dete
     assert "says little on text like: gpt-3 yelp" in captured.err
     assert main(["detect", "--detector", str(detector_dir), "--json", "The tacos were great."]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)[0]["label"] in {"human", "machine"}
+    assert json.loads(captured.out)[0]["label"] == "human"  # no uncertain band: a plain verdict, and the right one
     assert "records no test against labelled machine-written text" in captured.err

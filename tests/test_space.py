@@ -17,6 +17,7 @@ from gradio_client import Client
 from huggingface_hub import SpaceCard
 
 from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
+from charlstm.detection.detector import Detector
 from charlstm.generation.loading import load_generator
 from charlstm.generation.settings import GenerationSettings, check_settings
 from charlstm.generation.streaming import REVIEW_SEPARATOR
@@ -128,24 +129,24 @@ def test_generate_streams_updates_before_the_end(client):
     job = client.submit("The tacos", *long_run.values(), api_name="/generate")
     arrivals = []
     for update in job:
-        arrivals.append((time.monotonic(), len(update[1]["reviews"][0]), update[1]["finished"]))
-    finished_at = time.monotonic()
-    assert len(arrivals) >= 3
-    assert not arrivals[0][2] and arrivals[-1][2]
-    assert arrivals[0][1] < arrivals[-1][1] == len("The tacos") + 1000
-    assert arrivals[0][0] < finished_at - 0.1  # the first update came well before the reviews were done
+        arrivals.append((len(update[1]["reviews"][0]), update[1]["finished"]))
+    lengths = [length for length, _ in arrivals]
+    assert [finished for _, finished in arrivals] == [False] * (len(arrivals) - 1) + [True]
+    assert len(set(lengths)) >= 3 and lengths == sorted(lengths)  # partial reviews that grew, then the whole ones
+    assert lengths[-1] == len("The tacos") + 1000
 
 
-def test_score_returns_the_detector_probability_and_a_rank_for_every_character(client):
+def test_score_returns_the_detector_probability_and_a_rank_for_every_character(client, detector_dir):
     text = "The tacos were great and the salsa was fresh."
     label, highlighted, summary, details = client.predict(text, 0, api_name="/score")
-    assert 0.0 <= details["p_machine"] <= 1.0
+    assert details["p_machine"] == pytest.approx(Detector(detector_dir).predict([text])[0].machine_probability)
     machine = next(item["confidence"] for item in label["confidences"] if item["label"] == "machine-written")
     assert machine == pytest.approx(details["p_machine"])
     assert details["characters"] == list(text)
     assert len(details["ranks"]) == len(text) and all(rank >= 1 for rank in details["ranks"])
     assert "".join(span["token"] for span in highlighted) == text
-    assert {span["class_or_confidence"] for span in highlighted} <= {"top1", "top3", "top10", "beyond"}
+    expected = ["top1" if r == 1 else "top3" if r <= 3 else "top10" if r <= 10 else "beyond" for r in details["ranks"]]
+    assert [span["class_or_confidence"] for span in highlighted for _ in span["token"]] == expected  # joined runs
     assert f"{details['bits_per_character']:.2f} bits per character" in summary
 
 
@@ -201,7 +202,6 @@ def test_sixteen_clients_times_five_requests_all_complete(space, tmp_path):
     figures = json.loads(report.read_text())
     assert result.returncode == 0, result.stdout + result.stderr
     assert (figures["requests"], figures["completed"], figures["errors"]) == (80, 80, 0)
-    assert figures["latency_p50_s"] <= figures["latency_p95_s"]
     print(result.stdout)
 
 
