@@ -554,10 +554,13 @@ def test_detect_says_what_the_detector_was_tested_on_and_where_it_is_unsure(dete
     log_path.write_text(json.dumps({**log, "tested_on": tested_on, "uncertain_band": [0.0, 1.0]}))
     assert main(["detect", "--detector", str(unsure), "--json", "The tacos were great."]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)[0]["label"] == "uncertain"
+    assert json.loads(captured.out)[0]["uncertain"] is True
     assert "gpt-3 yelp (machine text by gpt-3) AUC 0.61; own samples AUC 0.99" in captured.err
     assert "says little on text like: gpt-3 yelp" in captured.err
+    assert main(["detect", "--detector", str(unsure), "The tacos were great."]) == 0
+    assert capsys.readouterr().out.startswith("uncertain, leaning human (probability machine-written: ")
     assert main(["detect", "--detector", str(detector_dir), "--json", "The tacos were great."]) == 0
     captured = capsys.readouterr()
-    assert json.loads(captured.out)[0]["label"] == "human"  # no uncertain band: a plain verdict, and the right one
+    detection = json.loads(captured.out)[0]  # no uncertain band: a plain verdict, and the right one
+    assert detection["label"] == "human" and detection["uncertain"] is False
     assert "records no test against labelled machine-written text" in captured.err

@@ -163,7 +163,8 @@ def run_detect(args) -> int:
         return 0
     for number, detection in enumerate(detections, start=1):
         prefix = f"review {number}: " if len(detections) > 1 else ""
-        print(f"{prefix}{detection.label} (probability machine-written: {detection.machine_probability:.3f})")
+        verdict = f"uncertain, leaning {detection.label}" if detection.uncertain else detection.label
+        print(f"{prefix}{verdict} (probability machine-written: {detection.machine_probability:.3f})")
         if detection.truncated:
             print(
                 f"charlstm detect: note: {prefix}judged on its first {detection.characters_read} characters only",

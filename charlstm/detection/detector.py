@@ -32,13 +32,14 @@ register()
 @dataclass
 class Detection:
     """
-    machine_probability: the detector's P(machine). label: "machine", "human", or "uncertain" where the detector's
-    measured error at that probability is high (its `uncertain_band`). truncated: only the first `characters_read`
-    were judged.
+    machine_probability: the detector's P(machine). label: "machine" or "human", by the threshold. uncertain: the
+    probability lies where the detector's measured calls are too often wrong to state (its `uncertain_band`).
+    truncated: only the first `characters_read` were judged.
     """
 
     machine_probability: float
     label: str
+    uncertain: bool
     characters_read: int
     truncated: bool
 
@@ -66,11 +67,9 @@ class Detector:
         band = log.get("uncertain_band")
         self.uncertain_band: tuple[float, float] | None = tuple(band) if band else None
 
-    def label_of(self, probability: float) -> str:
+    def is_uncertain(self, probability: float) -> bool:
         low, high = self.uncertain_band or (THRESHOLD, THRESHOLD)
-        if low <= probability < high:
-            return "uncertain"
-        return "machine" if probability >= THRESHOLD else "human"
+        return low <= probability < high
 
     def caveat(self) -> str:
         """One sentence for a user: what this detector was tested against and how well, or that nobody knows."""
@@ -94,7 +93,8 @@ class Detector:
             detections.append(
                 Detection(
                     machine_probability=probability,
-                    label=self.label_of(probability),
+                    label="machine" if probability >= THRESHOLD else "human",
+                    uncertain=self.is_uncertain(probability),
                     characters_read=min(len(text), self.max_characters),
                     truncated=len(text) > self.max_characters,
                 )
