@@ -11,6 +11,8 @@ TRAINING_LOG = "training_log.json"  # `charlstm train`: the run's settings, hist
 TRAINING_CURVES = "training_curves.png"  # `charlstm train`: loss and held-out bpc against steps
 DETECTOR_LOG = "detector_log.json"  # `charlstm detector train / calibrate`: the detector's run and test figures
 TRAINER_STATE = "trainer_state.json"  # written last into a checkpoint: its presence marks a complete checkpoint
+# The LSTM state each process's rows ended the checkpoint's last block with (--carry-state), one file per process.
+CARRIED_STATE = "carried_state_{process}.safetensors"
 
 
 def write_json(path: str | os.PathLike, value) -> None:

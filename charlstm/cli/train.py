@@ -32,7 +32,13 @@ def add_commands(subparsers) -> None:
     loop.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     loop.add_argument("--epochs", type=float, help="passes over the training blocks (default 1, or unlimited "
                       "with --max-minutes)")
-    loop.add_argument("--max-minutes", type=float, help="wall-clock budget; the learning-rate schedule follows it")
+    loop.add_argument("--max-minutes", type=float, help="wall-clock budget of training (held-out evaluations are not "
+                      "counted); the learning-rate schedule follows it")
+    loop.add_argument("--carry-state", action="store_true",
+                      help="truncated backpropagation through time: lay the training reviews out as --batch-size "
+                      "parallel streams and start each row's block from the LSTM state its previous block ended "
+                      "with (gradients stop there), instead of from zeros; evaluation still starts every block "
+                      "from zeros")
     loop.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                       help="auto: bf16 (or fp16) on a GPU, fp32 on CPU")
     run = train.add_argument_group("run")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import datasets
 import numpy as np
+import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from ..errors import UsageError
@@ -309,3 +310,35 @@ def framed_stream(reviews: Dataset, tokenizer: CharLSTMTokenizer, condition_on_s
         ids.append(np.asarray(batch_ids, dtype=np.int32))
         labels.append(np.asarray(batch_labels, dtype=np.int32))
     return np.concatenate(ids), np.concatenate(labels)
+
+
+class ParallelStreams(torch.utils.data.Dataset):
+    """
+    The framed review stream cut into `rows` contiguous streams of blocks, for training that carries the LSTM state
+    from one block to the next (truncated backpropagation through time).
+
+    Item `i` is block `i // rows` of stream `i % rows`: a sequential sampler with batches of `rows` blocks gives
+    batch t = block t of every stream, so row b of step t continues row b of step t-1. Under DDP, `rows` is the
+    batch size times the number of processes: accelerate deals whole batches out in turn, so each process gets
+    block t of its own `batch_size` streams at its step t. Blocks overlap by one token as `pack_reviews` blocks do,
+    and `block` says where in its stream an item lies (0: the stream starts here, from a zero state). The stream's
+    tail too short to give every row one more block is dropped.
+    """
+
+    def __init__(self, ids: np.ndarray, labels: np.ndarray, seq_len: int, rows: int):
+        self.ids, self.labels, self.seq_len, self.rows = ids, labels, seq_len, rows
+        self.blocks_per_stream = (len(ids) - 1) // (rows * seq_len)
+        if self.blocks_per_stream < 1:
+            raise UsageError(f"--carry-state lays the {len(ids):,} training tokens out as {rows} streams of "
+                             f"{seq_len}-token blocks: too few tokens for even one block per stream")
+
+    def __len__(self) -> int:
+        return self.rows * self.blocks_per_stream
+
+    def __getitem__(self, index: int) -> dict:
+        block, row = divmod(index, self.rows)
+        start = (row * self.blocks_per_stream + block) * self.seq_len
+        ids = self.ids[start : start + self.seq_len + 1].astype(np.int64)
+        labels = self.labels[start : start + self.seq_len + 1].astype(np.int64)
+        labels[0] = IGNORE_INDEX  # predicted by the block before: every token is predicted once, as in packing
+        return {"input_ids": ids, "labels": labels, "block": block}

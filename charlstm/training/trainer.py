@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from datasets import Dataset
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -25,19 +28,20 @@ from transformers import (
     Trainer,
     TrainerCallback,
     TrainingArguments,
+    default_data_collator,
 )
 from transformers.trainer_callback import ExportableState, PrinterCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import register
 from ..configuration_charlstm import CharLSTMConfig
 from ..errors import MissingFileError, UsageError
 from ..hub.push import check_push_target, push_to_hub
-from ..modeling_charlstm import CharLSTMForCausalLM
+from ..modeling_charlstm import CharLSTMCache, CharLSTMForCausalLM
 from ..quantization import is_quantized, quantize
-from ..runfiles import TRAINER_STATE, TRAINING_CURVES, TRAINING_LOG, write_json
+from ..runfiles import CARRIED_STATE, TRAINER_STATE, TRAINING_CURVES, TRAINING_LOG, write_json
 from ..tokenization_charlstm import CharLSTMTokenizer
-from .data import IGNORE_INDEX, Reviews, build_tokenizer, load_reviews, pack_reviews
+from .data import IGNORE_INDEX, ParallelStreams, Reviews, build_tokenizer, framed_stream, load_reviews, pack_reviews
 from .defaults import DATA_DEFAULTS, PRESETS
 
 # `trainer.save_model` writes the three code files and `auto_map` only for registered classes.
@@ -82,7 +86,9 @@ class WallClockBudget(TrainerCallback, ExportableState):
     Keeps the training time of a run across resumes and, given `max_minutes`, stops training at that budget with a
     last evaluation and checkpoint. The time spent so far is saved in each checkpoint's trainer state and a resumed
     run starts from it (`time_spent`); the budget is the resumed command's, so `--resume --max-minutes` can extend
-    a run. Under DDP every process takes the slowest clock, so all stop at the same step with the same learning rate.
+    a run. Held-out evaluations are not training: the clock stops while they run, so how often a run evaluates
+    changes neither its training time nor its learning-rate schedule. Under DDP every process takes the slowest
+    clock, so all stop at the same step with the same learning rate.
     """
 
     def __init__(self, max_minutes: float | None = None, elapsed_seconds: float = 0.0):
@@ -90,6 +96,7 @@ class WallClockBudget(TrainerCallback, ExportableState):
         self.elapsed_seconds = elapsed_seconds
         self._before_session = elapsed_seconds
         self._session_start = time.monotonic()
+        self._last_training_moment = self._session_start
 
     def state(self) -> dict:
         return {"args": {"max_minutes": self.max_minutes}, "attributes": {"elapsed_seconds": self.elapsed_seconds}}
@@ -101,7 +108,7 @@ class WallClockBudget(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._before_session = self.elapsed_seconds
-        self._session_start = time.monotonic()
+        self._session_start = self._last_training_moment = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
         elapsed = torch.tensor(self._before_session + time.monotonic() - self._session_start, dtype=torch.float64)
@@ -112,7 +119,14 @@ class WallClockBudget(TrainerCallback, ExportableState):
             control.should_training_stop = True
             control.should_evaluate = True
             control.should_save = True
+        self._last_training_moment = time.monotonic()
         return control
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        # The Trainer evaluates right after a step ends: the time since then was spent evaluating.
+        now = time.monotonic()
+        self._session_start += now - self._last_training_moment
+        self._last_training_moment = now
 
 
 def time_spent(checkpoint: str | None) -> float:
@@ -124,8 +138,116 @@ def time_spent(checkpoint: str | None) -> float:
     return float(saved.get("attributes", {}).get("elapsed_seconds", 0.0))
 
 
+# --- carried state (truncated backpropagation through time) ---------------------------------------------------------
+
+
+@dataclass
+class CarriedState:
+    """The LSTM state this process's rows ended a block with (detached), and the block of their streams it continues."""
+
+    hidden: list[torch.Tensor]
+    cell: list[torch.Tensor]
+    next_block: int
+
+    def cache(self) -> CharLSTMCache:
+        # Fresh lists: the model replaces the cache's entries in place.
+        return CharLSTMCache(list(self.hidden), list(self.cell))
+
+    def save(self, checkpoint: str, process: int, streams: ParallelStreams, world_size: int) -> None:
+        """Atomic, like the checkpoint's other files; the layout it belongs to goes with it, to check on resume."""
+        os.makedirs(checkpoint, exist_ok=True)
+        tensors = {f"{kind}.{layer}": state.contiguous() for kind, states in (("hidden", self.hidden),
+                   ("cell", self.cell)) for layer, state in enumerate(states)}
+        layout = {"next_block": self.next_block, "streams": streams.rows, "seq_len": streams.seq_len,
+                  "world_size": world_size}
+        path = os.path.join(checkpoint, CARRIED_STATE.format(process=process))
+        save_file(tensors, f"{path}.tmp", metadata={key: str(value) for key, value in layout.items()})
+        os.replace(f"{path}.tmp", path)
+
+    @classmethod
+    def load(cls, checkpoint: str, process: int, streams: ParallelStreams, world_size: int, device) -> "CarriedState":
+        path = os.path.join(checkpoint, CARRIED_STATE.format(process=process))
+        if not os.path.isfile(path):
+            raise UsageError(f"{checkpoint!r} holds no carried LSTM state for process {process}: resume it with the "
+                             "options and number of processes it was trained with")
+        with safe_open(path, framework="pt") as handle:
+            layout = {key: int(value) for key, value in handle.metadata().items()}
+        wanted = {"streams": streams.rows, "seq_len": streams.seq_len, "world_size": world_size}
+        if any(layout[key] != value for key, value in wanted.items()):
+            raise UsageError(f"{checkpoint!r} carries the state of {layout['streams']} streams of {layout['seq_len']}-"
+                             f"character blocks over {layout['world_size']} process(es); this run lays out "
+                             f"{streams.rows} streams of {streams.seq_len} over {world_size}: resume with the same "
+                             "--batch-size, --seq-len and number of processes")
+        tensors = load_file(path, device=str(device))
+        layers = len(tensors) // 2
+        return cls([tensors[f"hidden.{layer}"] for layer in range(layers)],
+                   [tensors[f"cell.{layer}"] for layer in range(layers)], layout["next_block"])
+
+
+def carries_state(checkpoint: str) -> bool:
+    """Whether a checkpoint's run carried the LSTM state across blocks (--carry-state)."""
+    return os.path.isfile(os.path.join(checkpoint, CARRIED_STATE.format(process=0)))
+
+
 class CharLSTMTrainer(Trainer):
-    """A Trainer whose learning-rate schedule runs on max(steps done, budget used) when a time budget is set."""
+    """
+    A Trainer whose learning-rate schedule runs on max(steps done, budget used) when a time budget is set, and
+    which, when its training data are `ParallelStreams`, carries each row's LSTM state from one block into the next.
+    """
+
+    carried: CarriedState | None = None
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        self.carried = None
+        if resume_from_checkpoint and isinstance(self.train_dataset, ParallelStreams):
+            # The Trainer puts the data back at the checkpoint's step; this puts back the state the rows had there.
+            self.carried = CarriedState.load(resume_from_checkpoint, self.args.process_index, self.train_dataset,
+                                             self.args.world_size, self.args.device)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def get_train_dataloader(self) -> DataLoader:
+        if not isinstance(self.train_dataset, ParallelStreams):
+            return super().get_train_dataloader()
+        # In order, whole batches: batch t holds block t of every stream (see ParallelStreams).
+        batches = BatchSampler(SequentialSampler(self.train_dataset), self._train_batch_size, drop_last=False)
+        loader = DataLoader(self.train_dataset, batch_sampler=batches, collate_fn=default_data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "block" not in inputs:  # independent blocks: training without --carry-state, and every evaluation
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        block = int(inputs["block"][0])
+        labels = inputs["labels"]
+        # The last token of a block is the first of the next: the state to carry is the one before it, so it is not
+        # fed here. Its logits predicted nothing (the label after it is the next block's), so the loss is unchanged.
+        stream_inputs = {"input_ids": inputs["input_ids"][:, :-1], "labels": labels,
+                         "shift_labels": labels[:, 1:].contiguous(), "cache": self._incoming_state(block),
+                         "use_cache": True}
+        loss, outputs = super().compute_loss(model, stream_inputs, True, num_items_in_batch)
+        cache = outputs.cache
+        self.carried = CarriedState([h.detach() for h in cache.hidden], [c.detach() for c in cache.cell], block + 1)
+        return (loss, outputs) if return_outputs else loss
+
+    def _incoming_state(self, block: int) -> CharLSTMCache | None:
+        """None (zeros) where the rows' streams start, else the state the previous block of the same rows ended with."""
+        if block == 0:
+            return None
+        if self.carried is None or self.carried.next_block != block:
+            expected = None if self.carried is None else self.carried.next_block
+            raise RuntimeError(f"the data is at block {block} of its streams but the carried LSTM state continues "
+                               f"block {expected}: the state and the data position went apart")
+        return self.carried.cache()
+
+    def _save_checkpoint(self, model, trial):
+        if self.carried is not None:
+            # Before the trainer state, whose presence marks a complete checkpoint.
+            checkpoint = os.path.join(self._get_output_dir(trial=trial),
+                                      f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            self.carried.save(checkpoint, self.args.process_index, self.train_dataset, self.args.world_size)
+        super()._save_checkpoint(model, trial)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is not None or not self.clock.max_minutes:
@@ -235,7 +357,7 @@ class PreparedRun:
 
     reviews: Reviews
     tokenizer: CharLSTMTokenizer
-    train_blocks: Dataset
+    train_blocks: Dataset | ParallelStreams  # the streams with --carry-state
     eval_blocks: Dataset
     model: CharLSTMForCausalLM
     training_args: TrainingArguments
@@ -246,6 +368,9 @@ def prepare_run(args) -> PreparedRun:
     """Checks the output directory, loads and packs the data, and builds (or reloads the shape of) the model."""
     _check_train_arguments(args)
     checkpoint = _prepare_output_dir(args)
+    if checkpoint and carries_state(checkpoint) != args.carry_state:
+        trained = "with" if carries_state(checkpoint) else "without"
+        raise UsageError(f"{checkpoint!r} was trained {trained} --carry-state: resume it the same way")
     training_args = _training_arguments(args)
     with training_args.main_process_first(local=False, desc="preparing data"):
         reviews = load_reviews(
@@ -256,8 +381,13 @@ def prepare_run(args) -> PreparedRun:
         tokenizer = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else build_tokenizer(
             reviews, args.vocab_coverage
         )
-        train_blocks = pack_reviews(reviews.train, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
-                                    desc="packing train")
+        if args.carry_state:
+            rows = args.batch_size * training_args.world_size
+            train_blocks = ParallelStreams(*framed_stream(reviews.train, tokenizer, args.condition_on_stars),
+                                           args.seq_len, rows)
+        else:
+            train_blocks = pack_reviews(reviews.train, tokenizer, args.seq_len, args.condition_on_stars,
+                                        args.num_proc, desc="packing train")
         eval_blocks = pack_reviews(reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
                                    desc="packing held-out")
     model = _new_model(args, tokenizer, checkpoint)
@@ -425,6 +555,7 @@ def _training_log(args, reviews, tokenizer, model, trainer, result, final, check
         "max_steps": args.max_steps,
         "epochs": args.epochs,
         "max_minutes": args.max_minutes,
+        "carry_state": bool(args.carry_state),
         "seed": args.seed,
         "eval_split": args.eval_split,
         "validation_fraction": args.validation_fraction,
