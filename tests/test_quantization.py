@@ -7,8 +7,8 @@ import torch
 from transformers import TextIteratorStreamer
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import int8_decoding_step, int8_lstm_cell, lstm_step, scripted
-from charlstm.quantization import int8_engine, is_quantized
+from charlstm.modeling_charlstm import lstm_step
+from charlstm.quantization import int8_engine, int8_lstm_cell, int8_model_step, is_quantized, scripted
 
 PROMPTS = ["The tacos were", "Cold", "Best brunch in town"]
 
@@ -89,7 +89,8 @@ def test_int8_decoding_step_equals_the_layers_own_kernel(int8_model):
         x = torch.randn(3, lstm.input_size)
         h, c = torch.randn(3, lstm.hidden_size), torch.randn(3, lstm.hidden_size)
         _, kernel = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
-        for stepped in (lstm_step(lstm, x, h, c), int8_lstm_cell(x, h, c, *lstm.int8_linears)):
+        packed = lstm.character_step.packed_ih, lstm.character_step.packed_hh
+        for stepped in (lstm_step(lstm, x, h, c), int8_lstm_cell(x, h, c, *packed)):
             assert torch.equal(stepped[0], kernel[0][0]) and torch.equal(stepped[1], kernel[1][0])
 
 
@@ -100,7 +101,7 @@ def test_int8_whole_decoding_step_equals_the_layer_by_layer_path(int8_model, tin
     # product and, with one torch thread, starts the next step's recurrent products early on another thread;
     # asking for hidden states takes the general path, layer by layer. Greedy generation and beam search (whose
     # beams are rows of a batch) must give the same results to the bit either way, and the plain fallback too.
-    assert isinstance(scripted(int8_decoding_step), torch.jit.ScriptFunction)  # else the pinned torch lost speed
+    assert isinstance(scripted(int8_model_step), torch.jit.ScriptFunction)  # else the pinned torch lost speed
     settings = dict(max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -111,18 +112,18 @@ def test_int8_whole_decoding_step_equals_the_layer_by_layer_path(int8_model, tin
             general = int8_model.generate(ids, num_beams=beams, output_hidden_states=True, **settings)
             assert torch.equal(fused.sequences, general.sequences)
             assert all(torch.equal(a, b) for a, b in zip(fused.logits, general.logits))
+        step = int8_model.decoding_step
         with torch.no_grad():
             cache = int8_model(ids[:, :-1], use_cache=True).cache
             int8_model(ids[:, -1:], cache=cache)  # with one thread, starts the next products early
-            early = cache.recurrent_products_ready()
-            int8 = int8_model.int8_decoding
-            plain = int8_decoding_step(
-                ids[:, -1:], int8.embeddings, int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
-                int8_model.lm_head.weight, int8_model.lm_head.bias, None, False,
+            early = step.recurrent_products_ready(cache.hidden)
+            plain = int8_model_step(
+                ids[:, -1:], step.embeddings, step.first_layer_inputs, cache.hidden, cache.cell, step.packed,
+                step.head_weight, step.head_bias, None, False,
             )
             again = int8_model(ids[:, -1:], cache=cache).logits
             cache.hidden[-1] = cache.hidden[-1].clone()  # any change of state voids the products started early
-            voided = cache.recurrent_products_ready()
+            voided = step.recurrent_products_ready(cache.hidden)
     finally:
         torch.set_num_threads(before)
     assert (early is not None) == (threads == 1)  # one thread: the next step's products were started early
@@ -187,3 +188,59 @@ def test_eval_int8_reports_bpc_close_to_fp32(tmp_path, tiny_model_dir):
         figures[weights] = json.loads(report.read_text())
     assert figures["int8"]["weights"] == "int8" and figures["fp32"]["weights"] == "fp32"
     assert abs(figures["int8"]["eval_bpc"] - figures["fp32"]["eval_bpc"]) < 0.02
+
+
+@needs_int8
+def test_int8_generations_taking_turns_each_get_their_own_numbers(int8_model, tiny_tokenizer):
+    # The early recurrent products live with the model's decoding step, not with a cache: two generations taking
+    # turns on one model (as two users of the Space can) must each get the numbers they get alone.
+    ids = [tiny_tokenizer(text, return_tensors="pt")["input_ids"] for text in ("Great tacos", "Slow servic")]
+
+    def steps(rows, turns):
+        caches = [int8_model(row[:, :-1], use_cache=True).cache for row in rows]
+        logits = [[] for _ in rows]
+        for _ in range(turns):
+            for row, cache, out in zip(rows, caches, logits):
+                out.append(int8_model(row[:, -1:], cache=cache).logits)
+        return logits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the early products are started with one thread only
+    try:
+        with torch.no_grad():
+            together = steps(ids, 4)
+            alone = [steps([row], 4)[0] for row in ids]
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for mine, theirs in zip(together, alone) for a, b in zip(mine, theirs))
+
+
+@needs_int8
+def test_quantize_works_on_a_model_loaded_as_remote_code(tmp_path, tiny_model_dir, int8_model, tiny_tokenizer):
+    # A Hub user's model class comes from the downloaded modeling file, not from this package: quantize finds the
+    # layers and the decoding step by what they are, and the numbers are those of the package's own int8 model.
+    import shutil
+
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    # The class AutoModelForCausalLM takes with trust_remote_code where this package is not installed.
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    remote_class = get_class_from_dynamic_module("modeling_charlstm.CharLSTMForCausalLM", str(copy))
+    remote = remote_class.from_pretrained(copy).eval()
+    assert type(remote).__module__.startswith("transformers_modules.")
+    remote_int8 = quantize(remote)
+    assert is_quantized(remote_int8) and remote_int8.decoding_step is not None
+    ids = tiny_tokenizer("The tacos", return_tensors="pt")["input_ids"]
+    settings = {"max_new_tokens": 20, "do_sample": False, "output_logits": True, "return_dict_in_generate": True}
+    expected, got = int8_model.generate(ids, **settings), remote_int8.generate(ids, **settings)
+    assert torch.equal(got.sequences, expected.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(got.logits, expected.logits))
+
+
+@needs_int8
+def test_a_copy_of_an_int8_model_after_generating_generates_the_same(int8_model, tiny_tokenizer):
+    import copy
+
+    ids = tiny_tokenizer("Cold", return_tensors="pt")["input_ids"]
+    first = int8_model.generate(ids, max_new_tokens=15, do_sample=False)  # leaves early products behind
+    assert torch.equal(copy.deepcopy(int8_model).generate(ids, max_new_tokens=15, do_sample=False), first)

@@ -1,13 +1,11 @@
 """A character-level LSTM as `transformers` models: the bare stack, a causal LM head and a classification head.
 
-Reads top to bottom like the library's own model files: cache, outputs, layers, pre-trained base, heads.
-This file travels to the Hub next to the weights, so its only local import is the (single-dot) configuration.
+Reads top to bottom like the library's own model files: cache, layer step, pre-trained base, outputs, bare model,
+heads. This file travels to the Hub next to the weights, so its only local import is the (single-dot)
+configuration; faster steps for quantized weights live with `charlstm.quantize`, which plugs them in.
 """
 
-import functools
-import warnings
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
 
 import torch
 from safetensors import SafetensorError
@@ -33,20 +31,9 @@ class CharLSTMCache:
     is_croppable = False
 
     def __init__(self, hidden: list[torch.Tensor], cell: list[torch.Tensor], seen_tokens: int = 0):
-        self.hidden = hidden
-        self.cell = cell
+        self.hidden = hidden  # per layer: [batch, hidden_size]
+        self.cell = cell  # per layer: [batch, hidden_size]
         self.seen_tokens = seen_tokens
-        # The int8 decoding step starts the next step's recurrent products early, on another thread
-        # (`int8_decoding_step`); they hold only while the hidden states are the very tensors they were started from.
-        self.next_recurrent = None
-        self.next_recurrent_from = None
-
-    def recurrent_products_ready(self):
-        """The early recurrent products of every layer, if they were started from the current state."""
-        started_from = self.next_recurrent_from
-        if started_from is None or any(now is not then for now, then in zip(self.hidden, started_from)):
-            return None
-        return self.next_recurrent
 
     @classmethod
     def zeros(cls, config: CharLSTMConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
@@ -71,175 +58,20 @@ class CharLSTMCache:
         self.cell = [c.index_select(0, beam_idx.to(c.device)) for c in self.cell]
 
 
-@dataclass
-class CharLSTMOutput(ModelOutput):
-    """
-    last_hidden_state: top-layer output at every position; a padding position repeats the output of the last real
-        character before it (or the incoming state if none came before).
-    cache: the state after the last real character of each row, when `use_cache`.
-    hidden_states: the embeddings and each layer's output, when `output_hidden_states`.
-    """
-
-    last_hidden_state: torch.FloatTensor | None = None
-    cache: CharLSTMCache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-
-
-@dataclass
-class CharLSTMCausalLMOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    cache: CharLSTMCache | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-
-
-@dataclass
-class CharLSTMSequenceClassifierOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-
-
 def lstm_step(lstm: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    One character through one layer. `torch.lstm_cell` on the layer's own weights skips the sequence machinery of
-    `nn.LSTM`, which costs about half the time of a batch-1 step on CPU. An int8 layer (`charlstm.quantize`) keeps
-    `int8_linears`, its two packed matrix products, for `int8_lstm_cell`. Any other layer (e.g. quantized by hand)
-    runs through its module.
+    One character through one layer: x [batch, input_size], h and c [batch, hidden_size] -> the new (h, c).
+    `torch.lstm_cell` on the layer's own weights skips the sequence machinery of `nn.LSTM`, which costs about half
+    the time of a batch-1 step on CPU. A layer without such weights (`charlstm.quantize`) may carry its own
+    `character_step(x, h, c)`; any other runs through its module.
     """
     if hasattr(lstm, "weight_ih_l0"):
         return torch.lstm_cell(x, (h, c), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-    int8_linears = getattr(lstm, "int8_linears", None)
-    if int8_linears is None:
-        _, (h, c) = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
-        return h[0], c[0]
-    return scripted(int8_lstm_cell)(x, h, c, *int8_linears)
-
-
-def int8_recurrent_products(
-    hidden: list[torch.Tensor], packed: "list[torch.classes.quantized.LinearPackedParamsBase]"
-) -> list[torch.Tensor]:
-    """Every layer's recurrent product, as `int8_lstm_cell` computes it (`packed` as for `int8_decoding_step`)."""
-    return [torch.ops.quantized.linear_dynamic(h, packed[2 * index + 1], True) for index, h in enumerate(hidden)]
-
-
-def lstm_gates_to_state(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The new `(h, c)` from a layer's summed gate pre-activations, in place where it can be."""
-    input_gate, forget_gate, cell_gate, output_gate = gates.unsafe_chunk(4, 1)
-    c = (forget_gate.sigmoid_() * c).add_(input_gate.sigmoid_() * cell_gate.tanh_())
-    return output_gate.sigmoid_() * c.tanh(), c
-
-
-def int8_lstm_cell(
-    x: torch.Tensor,
-    h: torch.Tensor,
-    c: torch.Tensor,
-    packed_ih: "torch.classes.quantized.LinearPackedParamsBase",
-    packed_hh: "torch.classes.quantized.LinearPackedParamsBase",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """
-    One step of an int8 layer from its two packed products (biases included), in the order of the layer's own
-    kernel (`torch.quantized_lstm`), so the state is the same to the bit; that kernel treats one character as a
-    sequence, at a cost. reduce_range=True: activations are quantized to 7 bits, as that kernel does.
-    """
-    recurrent = torch.ops.quantized.linear_dynamic(h, packed_hh, True)
-    return lstm_gates_to_state(recurrent.add_(torch.ops.quantized.linear_dynamic(x, packed_ih, True)), c)
-
-
-def int8_first_layer_inputs(
-    embeddings: torch.Tensor, packed_ih: "torch.classes.quantized.LinearPackedParamsBase"
-) -> torch.Tensor:
-    """
-    The first layer's input product of every character, one row each, as `int8_lstm_cell` computes it for a
-    character alone. It is the same at every step, so `int8_decoding_step` looks it up at batch 1 instead of
-    computing it.
-    """
-    return torch.cat([torch.ops.quantized.linear_dynamic(row[None], packed_ih, True) for row in embeddings])
-
-
-def int8_decoding_step(
-    input_ids: torch.Tensor,
-    embeddings: torch.Tensor,
-    first_layer_inputs: torch.Tensor,
-    hidden: list[torch.Tensor],
-    cell: list[torch.Tensor],
-    packed: "list[torch.classes.quantized.LinearPackedParamsBase]",
-    head_weight: torch.Tensor,
-    head_bias: torch.Tensor,
-    early_recurrent: "Optional[torch.jit.Future[list[torch.Tensor]]]",
-    start_next: bool,
-) -> "tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], Optional[torch.jit.Future[list[torch.Tensor]]]]":
-    """
-    A whole decoding step of an int8 model, one character per row, from character to logits. `packed` holds each
-    layer's input and recurrent products in turn, `first_layer_inputs` the first layer's input product of every
-    character (`int8_first_layer_inputs`). Returns the logits, shaped (batch, 1, vocab), the new hidden and cell
-    states and, with `start_next`, the recurrent products for the next step, already running on another thread
-    (`torch.jit.fork`). The numbers are those of `int8_lstm_cell` run layer by layer, to the bit.
-
-    Why start them early: the recurrent products are most of the weights and depend only on the new state, not on
-    the character sampled next. So they run while the sampling and generate's own work go on, and the next step
-    finds them done (`early_recurrent`). Compiled as one function, the step also crosses from Python into torch
-    once instead of a few dozen times.
-    """
-    if early_recurrent is None:
-        recurrent = int8_recurrent_products(hidden, packed)
-    else:
-        recurrent = torch.jit.wait(early_recurrent)
-    if input_ids.shape[0] == 1:
-        x = first_layer_inputs.index_select(0, input_ids[:, 0])
-    else:
-        # Rows of a batch share one activation scale per product, which a table made row by row cannot know.
-        characters = torch.nn.functional.embedding(input_ids[:, 0], embeddings)
-        x = torch.ops.quantized.linear_dynamic(characters, packed[0], True)
-    new_hidden: list[torch.Tensor] = []
-    new_cell: list[torch.Tensor] = []
-    for index in range(len(hidden)):
-        if index > 0:
-            x = torch.ops.quantized.linear_dynamic(x, packed[2 * index], True)
-        x, c = lstm_gates_to_state(recurrent[index].add_(x), cell[index])
-        new_hidden.append(x)
-        new_cell.append(c)
-    next_recurrent = torch.jit.fork(int8_recurrent_products, new_hidden, packed) if start_next else None
-    return torch.nn.functional.linear(x, head_weight, head_bias).unsqueeze(1), new_hidden, new_cell, next_recurrent
-
-
-@functools.cache
-def scripted(function):
-    """
-    `function` compiled by TorchScript, which runs its small tensor ops without going back to Python between them:
-    a batch-1 step of a [1024, 512] int8 model took 311 us instead of 469 per `int8_lstm_cell` pair on a 2-core CPU.
-    TorchScript is deprecated upstream in favour of `torch.compile`, which needs a C++ compiler and tens of seconds
-    to compile; where TorchScript is gone or fails, the plain function gives the same numbers, only slower.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.script(function)
-    except Exception:  # any failure to compile leaves the plain function, which is correct
-        return function
-
-
-def starts_recurrent_early() -> bool:
-    """
-    Whether `int8_decoding_step` should start the next step's recurrent products on another thread. Only with one
-    torch thread: with more, the two tasks' thread teams fight over the cores (on a 2-core CPU, generate at batch 1
-    gained 28% with one thread and nothing with two).
-    """
-    return torch.get_num_threads() == 1
-
-
-def int8_step_weights(layers: nn.ModuleList) -> list | None:
-    """Every layer's packed int8 products, in the order `int8_decoding_step` takes them; None unless all are int8."""
-    linears = [getattr(layer, "int8_linears", None) for layer in layers]
-    return None if any(pair is None for pair in linears) else [packed for pair in linears for packed in pair]
-
-
-class Int8Decoding(NamedTuple):
-    """What `int8_decoding_step` needs besides the state, prepared once when the model is quantized."""
-
-    packed: list
-    embeddings: torch.Tensor
-    first_layer_inputs: torch.Tensor
+    character_step = getattr(lstm, "character_step", None)
+    if character_step is not None:
+        return character_step(x, h, c)
+    _, (h, c) = lstm(x.unsqueeze(1), (h.unsqueeze(0), c.unsqueeze(0)))
+    return h[0], c[0]
 
 
 class PaddedBatch:
@@ -256,7 +88,7 @@ class PaddedBatch:
         self.lengths = real.sum(dim=1)
         self.has_tokens = self.lengths > 0
         # Stable sort: real positions first, in their original order.
-        self.order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+        self.order = torch.argsort((~real).to(torch.uint8), dim=1, stable=True)
         # 0 = no real character yet at this position (use the incoming state), k = the k-th real character.
         self.source = real.long().cumsum(dim=1)
 
@@ -272,6 +104,10 @@ class PaddedBatch:
 
     def keep_state(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         return torch.where(self.has_tokens.unsqueeze(-1), new, old)
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 class CharLSTMPreTrainedModel(PreTrainedModel):
@@ -324,6 +160,35 @@ class CharLSTMPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
 
 
+@dataclass
+class CharLSTMOutput(ModelOutput):
+    """
+    last_hidden_state: top-layer output at every position; a padding position repeats the output of the last real
+        character before it (or the incoming state if none came before).
+    cache: the state after the last real character of each row, when `use_cache`.
+    hidden_states: the embeddings and each layer's output, when `output_hidden_states`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: CharLSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CharLSTMCausalLMOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: CharLSTMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class CharLSTMSequenceClassifierOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
 class CharLSTMModel(CharLSTMPreTrainedModel):
     """Character embeddings followed by one `nn.LSTM` per entry of `config.hidden_sizes`."""
 
@@ -358,7 +223,7 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         `attention_mask` may be longer than the input (during `generate` it covers the whole text so far): its last
         `input_ids.shape[1]` columns belong to this input. `cache` is updated in place and returned.
         """
-        hidden, cache, hidden_states = self.run(
+        hidden, cache, hidden_states = self.run_layers(
             input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -366,7 +231,7 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
             return tuple(value for value in (hidden, cache, hidden_states) if value is not None)
         return CharLSTMOutput(last_hidden_state=hidden, cache=cache, hidden_states=hidden_states)
 
-    def run(
+    def run_layers(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -388,7 +253,7 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         use_cache = use_cache if use_cache is not None else (cache is not None or self.config.use_cache)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        batch_size, length = inputs_embeds.shape[:2]
+        batch_size, length = inputs_embeds.shape[:2]  # inputs_embeds: [batch, length, embedding_dim]
 
         padded = None
         if attention_mask is not None:
@@ -405,17 +270,18 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         all_hidden = [hidden] if output_hidden_states else None
         if length == 1 and padded is None:
             # One new character per row: the decoding step of generate.
-            hidden = hidden[:, 0]
+            hidden = hidden[:, 0]  # [batch, embedding_dim]
             for index, lstm in enumerate(self.layers):
                 h, c = lstm_step(lstm, hidden, cache.hidden[index], cache.cell[index])
                 cache.hidden[index], cache.cell[index] = h, c
                 hidden = dropout(h)
                 if output_hidden_states:
                     all_hidden.append(hidden.unsqueeze(1))
-            hidden = hidden.unsqueeze(1)
+            hidden = hidden.unsqueeze(1)  # [batch, 1, hidden_sizes[-1]]
         elif padded is None:
             for index, lstm in enumerate(self.layers):
                 state = None if cache is None else (cache.hidden[index].unsqueeze(0), cache.cell[index].unsqueeze(0))
+                # hidden: [batch, length, hidden_size]; h and c: [1, batch, hidden_size]
                 hidden, (h, c) = lstm(hidden, state)
                 hidden = dropout(hidden)
                 if cache is not None:
@@ -441,10 +307,6 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         return hidden, cache, (tuple(all_hidden) if output_hidden_states else None)
 
 
-def _identity(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor
-
-
 class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
     """Predicts the next character. `labels` are the input ids themselves; the shift happens inside."""
 
@@ -454,7 +316,9 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = CharLSTMModel(config)
         self.lm_head = nn.Linear(config.hidden_sizes[-1], config.vocab_size)
-        self.int8_decoding: Int8Decoding | None = None  # set by `prepare_int8_decoding`
+        # None, or a faster whole step (input_ids [batch, 1], cache) -> logits [batch, 1, vocab] that updates the
+        # cache's h and c, as `charlstm.quantize` sets for int8 weights. It must give the general path's numbers.
+        self.decoding_step = None
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -490,36 +354,17 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear):
         self.lm_head = value
 
-    def prepare_int8_decoding(self) -> None:
+    def _is_plain_decoding_step(self, input_ids, attention_mask, cache, use_cache, labels, output_hidden_states):
         """
-        Called by `charlstm.quantize` once the layers are int8: prepares what `int8_decoding_step` needs. A model
-        quantized any other way, or changed after quantizing, decodes layer by layer or must call this again.
+        Whether this call is a plain decoding step, the only kind `decoding_step` runs: one character per row, a
+        cache to carry on, no mask (generate passes none after the prompt), nothing extra to return.
         """
-        packed = int8_step_weights(self.model.layers)
-        if packed is None:
-            self.int8_decoding = None
-            return
-        embeddings = self.model.embeddings.weight
-        with torch.no_grad():
-            first_layer_inputs = int8_first_layer_inputs(embeddings, packed[0])
-        self.int8_decoding = Int8Decoding(packed, embeddings, first_layer_inputs)
-
-    def _int8_decoding_for(self, input_ids, attention_mask, cache, use_cache, labels, output_hidden_states):
-        """
-        The model's `Int8Decoding` when this call is a plain decoding step of an int8 model: one character per
-        row, a cache to carry on, no mask (generate passes none after the prompt), nothing extra to return. None
-        sends the call the general way, which gives the same numbers.
-        """
-        if self.int8_decoding is None:
-            return None
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        if (
+        return not (
             input_ids is None or input_ids.shape[1] != 1 or attention_mask is not None or cache is None
             or use_cache is False or labels is not None or output_hidden_states or self.training
-        ):
-            return None
-        return self.int8_decoding
+        )
 
     def forward(
         self,
@@ -539,22 +384,19 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         spares the projection of a long prompt. `labels` equal to -100 are ignored, as are padding positions.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        int8 = self._int8_decoding_for(input_ids, attention_mask, cache, use_cache, labels, output_hidden_states)
-        if int8 is not None:
-            logits, cache.hidden, cache.cell, cache.next_recurrent = scripted(int8_decoding_step)(
-                input_ids, int8.embeddings, int8.first_layer_inputs, cache.hidden, cache.cell, int8.packed,
-                self.lm_head.weight, self.lm_head.bias, cache.recurrent_products_ready(), starts_recurrent_early(),
-            )
-            cache.next_recurrent_from = tuple(cache.hidden)
+        if self.decoding_step is not None and self._is_plain_decoding_step(
+            input_ids, attention_mask, cache, use_cache, labels, output_hidden_states
+        ):
+            logits = self.decoding_step(input_ids, cache)
             cache.seen_tokens += 1
             hidden_states = None
         else:
-            hidden, cache, hidden_states = self.model.run(
+            hidden, cache, hidden_states = self.model.run_layers(
                 input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
             )
             if logits_to_keep:
                 hidden = hidden[:, -logits_to_keep:]
-            logits = self.lm_head(hidden)
+            logits = self.lm_head(hidden)  # [batch, length, vocab]
 
         loss = None
         if labels is not None:
@@ -641,7 +483,7 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         **kwargs,
     ) -> CharLSTMSequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden, _, hidden_states = self.model.run(
+        hidden, _, hidden_states = self.model.run_layers(
             input_ids, attention_mask, None, False, inputs_embeds, output_hidden_states
         )
         if self.config.classifier_pooling == "mean":
