@@ -22,7 +22,7 @@ import time
 import torch
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import int8_decoding_step, lstm_step, scripted, starts_recurrent_early
+from charlstm.modeling_charlstm import CharLSTMCache, lstm_step
 
 WINDOW = 256
 IBM_KERAS_CHARS_PER_S = 6.5
@@ -47,26 +47,20 @@ def run_generate(model, ids, new_chars):
 
 @torch.no_grad()
 def run_bare_loop(model, ids, new_chars):
-    """int8 weights run the model's own compiled decoding step (`int8_decoding_step`), as generate's steps do."""
-    int8 = model.int8_decoding
-    batch = ids.shape[0]
-    hidden = [torch.zeros(batch, size) for size in model.config.hidden_sizes]
-    cell = [torch.zeros(batch, size) for size in model.config.hidden_sizes]
-    early, token = None, None
+    """int8 weights run the model's own compiled decoding step (`model.decoding_step`), as generate's steps do."""
+    decoding_step = model.decoding_step
+    cache = CharLSTMCache.zeros(model.config, ids.shape[0], torch.float32, torch.device("cpu"))
+    token = None
     for step in range(ids.shape[1] + new_chars):
         current = ids[:, step] if step < ids.shape[1] else token
         logits = None
-        if int8 is not None:
-            logits, hidden, cell, early = scripted(int8_decoding_step)(
-                current[:, None], int8.embeddings, int8.first_layer_inputs, hidden, cell, int8.packed,
-                model.lm_head.weight, model.lm_head.bias, early, starts_recurrent_early(),
-            )
-            logits = logits[:, 0]
+        if decoding_step is not None:
+            logits = decoding_step(current[:, None], cache)[:, 0]
         else:
             x = model.model.embeddings(current)
             for index, lstm in enumerate(model.model.layers):
-                hidden[index], cell[index] = lstm_step(lstm, x, hidden[index], cell[index])
-                x = hidden[index]
+                cache.hidden[index], cache.cell[index] = lstm_step(lstm, x, cache.hidden[index], cache.cell[index])
+                x = cache.hidden[index]
         if step >= ids.shape[1] - 1:
             logits = model.lm_head(x) if logits is None else logits
             token = torch.multinomial(torch.softmax(logits, dim=-1), 1)[:, 0]
