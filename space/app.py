@@ -8,6 +8,7 @@ DETECTOR_ID (default: the bundled detector). `python space/app.py` serves on 127
 
 import argparse
 import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import gradio as gr
 
 from charlstm.detection.detector import Detector
 from charlstm.detection.scoring import score_text
-from charlstm.generation.loading import BUNDLED_DETECTOR, load_generator
+from charlstm.generation.loading import BUNDLED_DETECTOR, display_name, load_generator
 from charlstm.generation.sampling import ReviewGenerator
 from charlstm.generation.settings import GenerationSettings, Limits, check_settings
 from charlstm.generation.streaming import REVIEW_SEPARATOR
@@ -46,16 +47,26 @@ EXAMPLES = [
 ]
 
 
+def rejected(message: str) -> gr.Error:
+    """The error a user sees for a request the app turns down; the server log gets one line for it, no traceback."""
+    print(f"space/app.py: rejected a request: {message}", file=sys.stderr, flush=True)
+    return gr.Error(message, print_exception=False)
+
+
 class OptionalDetector:
-    """The library's `Detector`, or the reason it could not be loaded: the Score tab then says so and goes on."""
+    """
+    The library's `Detector`, or the reason it could not be loaded: the Score tab then says so in a plain sentence
+    and goes on. The reason itself (which may name paths on this machine) goes to the server log only.
+    """
 
     def __init__(self, source: str):
         self.detector = None
         self.problem = None
         try:
             self.detector = Detector(source)
-        except (FileNotFoundError, ValueError) as error:
-            self.problem = str(error)
+        except (OSError, ValueError, RuntimeError) as error:  # the Space keeps serving the generator
+            self.problem = f"the detector {display_name(source)} could not be loaded"
+            print(f"space/app.py: the Score tab runs without the detector: {_one_line(error)}", file=sys.stderr)
 
     def probability_machine(self, text: str) -> float | None:
         return None if self.detector is None else self.detector.predict([text])[0].machine_probability
@@ -104,7 +115,7 @@ class ReviewSpace:
     ):
         """Streams (reviews as one text, {"reviews", "seed", "finished"}, status line) as the reviews grow."""
         if not isinstance(prompt, str) or not prompt.strip():
-            raise gr.Error("Type the first few words of a review to start from.")
+            raise rejected("Type the first few words of a review to start from.")
         try:
             settings = check_settings(
                 GenerationSettings(
@@ -121,7 +132,7 @@ class ReviewSpace:
             )
             self.generator.prompt_ids(settings)
         except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise rejected(str(error)) from None
         unknown = self.generator.unknown_characters(prompt)
         if unknown:
             gr.Warning(f"The model does not know {''.join(unknown)!r}; it reads them as unknown characters.")
@@ -141,13 +152,13 @@ class ReviewSpace:
     def score(self, text, stars):
         """(detector's label probabilities, characters coloured by rank, summary, details with per-character ranks)."""
         if not isinstance(text, str) or not text.strip():
-            raise gr.Error("Paste a review to score.")
+            raise rejected("Paste a review to score.")
         if len(text) > MAX_SCORE_CHARS:
-            raise gr.Error(f"The text is {len(text)} characters long; the limit is {MAX_SCORE_CHARS}.")
+            raise rejected(f"The text is {len(text)} characters long; the limit is {MAX_SCORE_CHARS}.")
         try:
             scores = score_text(self.generator.model, self.generator.tokenizer, text, stars=stars or None)
         except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise rejected(str(error)) from None
         p_machine = self.detector.probability_machine(text)
         label = None if p_machine is None else {"machine-written": p_machine, "human-written": 1.0 - p_machine}
         detector_line = (
@@ -176,7 +187,7 @@ class ReviewSpace:
         with gr.Blocks(title="charlstm: review generator and detector", analytics_enabled=False) as demo:
             gr.Markdown(
                 "# charlstm\nA character-level LSTM trained on Yelp reviews writes reviews one character at a time, "
-                f"and a detector scores how machine-written a review looks. Generator: `{self.generator.source}`. "
+                f"and a detector scores how machine-written a review looks. Generator: `{display_name(self.generator.source)}`. "
                 "Fake reviews mislead people: use this to study and detect them, not to post them."
             )
             with gr.Tab("Generate"):
@@ -270,14 +281,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         generator = load_generator(args.model, int8=not args.fp32)
-    except FileNotFoundError as error:
+    except ValueError as error:  # a UsageError: one line, as the command line gives it
         parser.exit(2, f"space/app.py: error: {error}\n")
     detector = OptionalDetector(args.detector)
-    if detector.problem:
-        print(f"space/app.py: the Score tab runs without the detector: {detector.problem}")
     demo = ReviewSpace(generator, detector).build()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True, css=RANKS_CSS)
+
+
+def _one_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 if __name__ == "__main__":

@@ -130,24 +130,35 @@ def read_reviews(args) -> list[str]:
     """The review given on the command line, or those of --file: one per line of a .jsonl, else the whole file."""
     if args.file is None:
         return [args.text]
+    if os.path.isdir(args.file):
+        raise UsageError(f"--file {args.file} is a directory: give a .jsonl file or a text file")
     if not os.path.isfile(args.file):
         raise MissingFileError(f"no such file: {args.file}")
     try:
         text = Path(args.file).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{args.file} is not UTF-8 text") from None
+    except OSError as error:
+        raise MissingFileError(f"cannot read {args.file}: {error.strerror}") from None
     if not args.file.endswith(".jsonl"):
         return [text]
-    reviews = []
-    for number, line in enumerate(text.split("\n"), start=1):
+    reviews, blank = [], 0
+    # "\n" only: a review may hold other line separators (U+2028) that splitlines() would cut at.
+    for number, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
         if not line.strip():
+            blank += 1
             continue
         try:
-            reviews.append(json.loads(line)["text"])
+            review = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise UsageError(f"{args.file}, line {number}: expected a JSON object with a 'text' field") from None
+        if not isinstance(review, str):
+            raise UsageError(f"{args.file}, line {number}: 'text' is {json.dumps(review)}, not a string")
+        reviews.append(review)
     if not reviews:
         raise UsageError(f"{args.file} has no reviews")
+    if blank:
+        print(f"charlstm detect: note: skipped {blank} blank line{'s' * (blank > 1)} of {args.file}", file=sys.stderr)
     return reviews
 
 
@@ -217,11 +228,9 @@ def run_train_detector(args) -> int:
     from ..detection.data import load_detector_data
     from ..detection.detector import Detector, evaluate
     from ..detection.training import train_detector
-    from ..generation.loading import BUNDLED_MODEL
+    from ..generation.loading import GENERATOR, load_model
 
-    generator_dir = args.generator or BUNDLED_MODEL
-    if not os.path.isfile(os.path.join(generator_dir, "config.json")):
-        raise MissingFileError(f"{generator_dir} is not a saved generator directory (no config.json)")
+    generator_dir = load_model(args.generator, GENERATOR)[2]  # a wrong or broken generator fails before the data
     data = load_detector_data(args.data)
     log = train_detector(
         generator_dir,
@@ -247,15 +256,14 @@ def run_calibrate(args) -> int:
     from ..detection.calibration import calibrate_detector
     from ..detection.data import held_out_reviews, load_detector_data
     from ..detection.detector import Detector, evaluate
-    from ..generation.loading import BUNDLED_MODEL
+    from ..generation.loading import DETECTOR, GENERATOR, check_kind, load_model
 
     if os.path.realpath(args.output) == os.path.realpath(args.detector):
         raise UsageError("give an output directory other than the detector's own: a failed run must not break it")
-    if not os.path.isfile(os.path.join(args.detector, "config.json")):
-        raise MissingFileError(f"{args.detector} is not a saved detector directory (no config.json)")
+    load_model(args.detector, DETECTOR)  # a wrong or broken detector fails before the data loads
     log_path = Path(args.detector) / DETECTOR_LOG
     log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
-    generator_dir = args.generator or log.get("generator") or str(BUNDLED_MODEL)
+    generator_dir = check_kind(args.generator or log.get("generator"), GENERATOR)
     data = load_detector_data(args.data, needs=("train",))
     test = load_detector_data(args.test_data, needs=("test",))["test"] if args.test_data else data.get("test")
     reviews = held_out_reviews(generator_dir, args.human_data, args.validation_fraction, args.data_seed)

@@ -1,6 +1,8 @@
 """`charlstm generate`: its options, and a thin caller of `charlstm.generation`."""
 
+import os
 import sys
+from contextlib import closing
 
 from ..generation.settings import GenerationSettings, check_settings
 
@@ -55,11 +57,17 @@ def run_generate(args) -> int:
         print(f"charlstm generate: note: {note}", file=sys.stderr)
     if args.seed is None:
         print(f"charlstm generate: seed {settings.seed}", file=sys.stderr)
-    if args.stream:
-        _print_stream(generator.stream(settings), settings.num_reviews, REVIEW_SEPARATOR)
-    else:
-        reviews = generator.generate(settings)
-        print(REVIEW_SEPARATOR.join(reviews))
+    try:
+        if args.stream:
+            with closing(generator.stream(settings)) as updates:  # a closed pipe stops the generation thread too
+                _print_stream(updates, settings.num_reviews, REVIEW_SEPARATOR)
+        else:
+            print(REVIEW_SEPARATOR.join(generator.generate(settings)))
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has gone (`| head`): end quietly, as the Python docs advise for SIGPIPE. Later writes (the
+        # interpreter's own flush at exit) go to /dev/null instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

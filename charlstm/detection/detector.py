@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import torch
-from transformers import AutoConfig, pipeline
+from transformers import pipeline
 
 from .. import register
-from ..errors import MissingFileError, UsageError
-from ..generation.loading import BUNDLED_DETECTOR, model_or_bundled
+from ..errors import UsageError
+from ..generation.loading import DETECTOR, load_model
 from ..runfiles import DETECTOR_LOG
 from .data import MACHINE
 from .metrics import roc_auc, threshold_metrics
@@ -48,16 +47,8 @@ class Detector:
     """A saved detector (a local directory or a Hub id) behind `pipeline("text-classification")`."""
 
     def __init__(self, path: str | os.PathLike | None = None):
-        self.path = model_or_bundled(path, BUNDLED_DETECTOR, "charlstm detector train", "--detector")
-        try:
-            labels = sorted(AutoConfig.from_pretrained(self.path).label2id)
-            if labels != ["human", "machine"]:
-                raise UsageError(f"{self.path} is not a detector: its labels are {labels}, not human and machine")
-            # float32 whatever the stored dtype: half-precision LSTM steps on a CPU are slow or unsupported.
-            self.pipeline = pipeline("text-classification", model=self.path, device="cpu", dtype=torch.float32)
-        except OSError as error:
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise MissingFileError(f"could not load the detector {self.path}: {first_line}") from None
+        model, tokenizer, self.path = load_model(path, DETECTOR)
+        self.pipeline = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
         # <bos> takes one position of model_max_length.
         self.max_characters = self.pipeline.tokenizer.model_max_length - 1
         log = _read_log(self.path)

@@ -89,7 +89,7 @@ class ReviewGenerator:
         """
         if settings.stars is not None and not self.conditioned_on_stars:
             raise UsageError(
-                f"the model {self.source} was not trained with star ratings (conditioned_on_stars is false), "
+                "this model was not trained with star ratings (conditioned_on_stars is false), "
                 "so it cannot be asked for a number of stars: leave stars unset"
             )
         prompt = settings.prompt

@@ -19,7 +19,7 @@ from transformers import GenerationConfig, pipeline
 
 from .. import register
 from ..errors import MissingFileError
-from ..generation.loading import load_generator
+from ..generation.loading import DETECTOR, kind_of, load_config, load_generator, load_model
 from ..generation.settings import GenerationSettings, check_settings
 from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
 
@@ -31,7 +31,6 @@ POOLING_WORDS = {
     "last": "the top layer's state at the last character",
     "mean": "the mean of the top layer's states over all characters",
 }
-DETECTOR_ARCHITECTURE = "CharLSTMForSequenceClassification"
 LICENSE = "apache-2.0"  # the project's licence (pyproject.toml); the card states the training data's terms
 YELP_TERMS = "the Yelp Dataset Terms of Use (academic, non-commercial use)"
 NOT_MEASURED = "not measured"
@@ -48,12 +47,6 @@ DETECTOR_EXAMPLES = (
 
 # The detector's card is scored by loading it through the Auto classes.
 register()
-
-
-def is_detector(model_dir: str | os.PathLike) -> bool:
-    """A detector is a saved sequence classifier; anything else in this project is a generator."""
-    config = _read_json(Path(model_dir) / "config.json") or {}
-    return DETECTOR_ARCHITECTURE in (config.get("architectures") or [])
 
 
 def render_model_card(
@@ -75,7 +68,7 @@ def render_model_card(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise MissingFileError(f"{model_dir} is not a saved model directory (no config.json)")
-    if is_detector(model_dir):
+    if kind_of(load_config(str(model_dir))) == DETECTOR:
         return _render_detector_card(model_dir, repo_id, revision)
     return _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, detector_id)
 
@@ -182,7 +175,8 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
     tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
     test = log.get("test") or {}
     title = _title(model_dir, repo_id)
-    classifier = pipeline("text-classification", model=str(model_dir), device="cpu")
+    model, tokenizer, _ = load_model(str(model_dir), DETECTOR)
+    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     widget = [{"text": text, "example_title": f"example {number}",
                "output": [{"label": score["label"], "score": round(score["score"], 3)}
                           for score in classifier(text, top_k=None, truncation=True)]}

@@ -8,6 +8,7 @@ Endpoints `handler.py`. Everything goes through `huggingface_hub`'s `HfApi`; the
 """
 
 import importlib.metadata
+import json
 import re
 import shutil
 import tempfile
@@ -15,12 +16,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, SpaceCard, SpaceCardData, get_token
+import httpx2
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    SpaceCard,
+    SpaceCardData,
+    constants,
+    get_token,
+)
 from huggingface_hub.errors import HfHubHTTPError
 
 from ..errors import MissingFileError, UsageError
+from ..generation.loading import DETECTOR, kind_of, load_config, load_model
 from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
-from .model_card import is_detector, render_model_card
+from .model_card import render_model_card
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # Package data: links to the project's space/app.py, README.md and requirements.txt, which a build copies.
@@ -58,6 +69,8 @@ def check_repo_id(repo_id: str, option: str = "--repo-id") -> str:
 
 def hub_token() -> str:
     """The token `huggingface_hub` would use (HF_TOKEN, then the saved login), or a UsageError saying how to get one."""
+    if constants.HF_HUB_OFFLINE:
+        raise UsageError("HF_HUB_OFFLINE is set: publishing needs the Hub; unset it to push")
     token = get_token()
     if not token:
         raise UsageError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
@@ -84,7 +97,8 @@ def model_files(model_dir: str | Path) -> list[Path]:
             f"{model_dir} is missing {', '.join(missing)}: save the model and its tokenizer with save_pretrained "
             "after `import charlstm` (which copies the code files), or the repo would not load with trust_remote_code"
         )
-    if '"auto_map"' not in (model_dir / "config.json").read_text(encoding="utf-8"):
+    load_config(str(model_dir))  # valid JSON, a charlstm config
+    if "auto_map" not in json.loads((model_dir / "config.json").read_text(encoding="utf-8")):
         raise MissingFileError(f"{model_dir}/config.json has no auto_map: re-save it after `import charlstm`")
     optional = [model_dir / name for name in OPTIONAL_FILES if (model_dir / name).is_file()]
     return weights + [model_dir / name for name in ("config.json", *TOKENIZER_FILES, *CODE_FILES)] + optional
@@ -106,14 +120,26 @@ def package_requirements(names: tuple[str, ...] | None = None) -> list[str]:
 
 @contextmanager
 def hub_errors():
-    """An error answer from the Hub becomes a one-line UsageError (exit 2) instead of a traceback."""
+    """An error answer from the Hub, or no answer, becomes a one-line UsageError (exit 2) instead of a traceback."""
     try:
         yield
-    except HfHubHTTPError as error:
+    except HUB_FAILURES as error:
+        raise UsageError(hub_failure(error)) from None
+
+
+# What a Hub request can end in besides success: an error answer, no connection, a broken transfer.
+HUB_FAILURES = (HfHubHTTPError, httpx2.TransportError, ConnectionError, TimeoutError)
+
+
+def hub_failure(error: BaseException) -> str:
+    """One sentence on what went wrong talking to the Hub."""
+    if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else "?"
         detail = error.server_message or str(error).strip().splitlines()[0]
         hint = ": check HF_TOKEN or run `hf auth login`" if status in (401, 403) else ""
-        raise UsageError(f"the Hub refused the request ({status}): {detail.strip()}{hint}") from None
+        return f"the Hub refused the request ({status}): {detail.strip()}{hint}"
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"could not reach the Hub at {constants.ENDPOINT} ({detail}): check the network or HF_ENDPOINT"
 
 
 def commit_folder(api: HfApi, folder: Path, repo_id: str, repo_type: str, revision: str | None, message: str,
@@ -160,24 +186,36 @@ def push_to_hub(
     check_repo_id(repo_id)
     token = hub_token()
     files = model_files(model_dir)
-    kind = "detector" if is_detector(model_dir) else "model"
+    # Everything that can be checked here is, before the first byte leaves: the weights load and match the
+    # config, the card renders (its loading instructions get the commit id once the files are up).
+    kind = kind_of(load_config(str(model_dir)))
+    load_model(str(model_dir), kind)
+    render_model_card(model_dir, repo_id, None, dataset_id=dataset_id, detector_id=detector_id)
+    label = "detector" if kind == DETECTOR else "model"
     api = HfApi(token=token)
     with hub_errors(), tempfile.TemporaryDirectory(prefix="charlstm-push-") as staging:
         staging = Path(staging)
         for path in files:
             shutil.copy2(path, staging / path.name)
-        if kind == "model":
+        if kind != DETECTOR:
             shutil.copy2(HANDLER_SOURCE, staging / "handler.py")
             (staging / "requirements.txt").write_text("\n".join(package_requirements(ENDPOINT_REQUIREMENTS)) + "\n")
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        commit_folder(api, staging, repo_id, "model", revision, commit_message or f"Upload charlstm {kind}",
-                      keep=(MODEL_CARD,))
-        pinned = last_commit_touching(api, repo_id, [path.name for path in files], revision)
-        card = render_model_card(model_dir, repo_id, pinned, dataset_id=dataset_id, detector_id=detector_id)
-        head = api.upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo=MODEL_CARD, repo_id=repo_id,
-                               revision=revision, commit_message=f"Model card for {pinned[:12]}").oid
+        files_commit = commit_folder(api, staging, repo_id, "model", revision,
+                                     commit_message or f"Upload charlstm {label}", keep=(MODEL_CARD,))
+        try:
+            pinned = last_commit_touching(api, repo_id, [path.name for path in files], revision)
+            card = render_model_card(model_dir, repo_id, pinned, dataset_id=dataset_id, detector_id=detector_id)
+            head = api.upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo=MODEL_CARD, repo_id=repo_id,
+                                   revision=revision, commit_message=f"Model card for {pinned[:12]}").oid
+        except (UsageError, *HUB_FAILURES) as error:
+            reason = str(error) if isinstance(error, UsageError) else hub_failure(error)
+            raise UsageError(
+                f"{repo_id} now holds the files of {model_dir} (commit {files_commit[:12]}) but not their model card: "
+                f"{reason}. Run the same `charlstm push` again: it uploads only what is missing"
+            ) from None
     return PushResult(str(url), head, pinned)
 
 

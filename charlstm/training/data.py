@@ -6,6 +6,7 @@ held-out part with the same framing.
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import datasets
@@ -67,11 +68,14 @@ def load_reviews(
     label_column = _resolve_label_column(splits, label_column, need_stars, source)
 
     splits = DatasetDict({name: _standardise(split, text_column, label_column) for name, split in splits.items()})
+    _refuse_non_text(splits, text_column, source)
     if label_column is not None:
         splits = _map_stars(splits, label_column, source)
-    splits = DatasetDict(
-        {name: split.filter(_has_text, desc="dropping blank reviews") for name, split in splits.items()}
-    )
+    kept = DatasetDict({name: split.filter(_has_text, desc="dropping blank reviews") for name, split in splits.items()})
+    blank = sum(len(splits[name]) - len(kept[name]) for name in splits)
+    if blank:
+        print(f"{source}: left out {blank} blank review{'s' * (blank > 1)} (empty or only spaces)", file=sys.stderr)
+    splits = kept
     if len(splits["train"]) == 0:
         raise UsageError(f"dataset {source!r} has no non-blank text in column {text_column!r} of its train split")
 
@@ -165,9 +169,9 @@ def star_offset(feature, values: set) -> int:
     numbers = {int(value) for value in values}
     if numbers <= set(range(1, 6)):
         return 0
-    if numbers <= set(range(0, 5)):
+    if numbers <= set(range(5)):
         return 1
-    outside = sorted(numbers - set(range(0, 6)))
+    outside = sorted(numbers - set(range(6)))
     raise UsageError(
         f"labels outside the star mapping (1-5 or 0-4): got {outside[0] if outside else 'both 0 and 5'}"
     )
@@ -200,6 +204,18 @@ def _map_stars(splits: DatasetDict, label_column: str, source: str) -> DatasetDi
             for name, split in splits.items()
         }
     )
+
+
+def _refuse_non_text(splits: DatasetDict, text_column: str, source: str) -> None:
+    """Numbers or nulls where the text should be are a broken file: refused with a count, never dropped in silence."""
+    for name, split in splits.items():
+        bad = [index for index, text in enumerate(split["text"]) if not isinstance(text, str)]
+        if bad:
+            example = split[bad[0]]["text"]
+            raise UsageError(
+                f"dataset {source!r}, split {name}: {len(bad)} of {len(split)} rows have no text in column "
+                f"{text_column!r} (row {bad[0] + 1} has {example!r}); fix or remove them"
+            )
 
 
 def _has_text(review: dict) -> bool:

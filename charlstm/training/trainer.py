@@ -22,7 +22,6 @@ from safetensors.torch import load_file, save_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
     Trainer,
@@ -35,11 +34,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from .. import register
 from ..configuration_charlstm import CharLSTMConfig
-from ..errors import MissingFileError, UsageError
+from ..errors import UsageError
+from ..generation.loading import GENERATOR, load_model
 from ..hub.push import check_push_target, push_to_hub
 from ..modeling_charlstm import CharLSTMCache, CharLSTMForCausalLM
 from ..quantization import is_quantized, quantize
-from ..runfiles import CARRIED_STATE, TRAINER_STATE, TRAINING_CURVES, TRAINING_LOG, write_json
+from ..runfiles import CARRIED_STATE, TRAINER_STATE, TRAINING_CURVES, TRAINING_LOG, check_output_file, write_json
 from ..tokenization_charlstm import CharLSTMTokenizer
 from .data import IGNORE_INDEX, ParallelStreams, Reviews, build_tokenizer, framed_stream, load_reviews, pack_reviews
 from .defaults import DATA_DEFAULTS, PRESETS
@@ -631,6 +631,8 @@ def plot_training_curves(log: dict, path: str) -> None:
 
 def evaluate_model(args) -> int:
     """`charlstm eval`: `args` are its parsed options (`charlstm.cli.train`)."""
+    if args.json:
+        check_output_file(args.json, "--json")  # before minutes of evaluation, not after
     model, tokenizer, log = _load_for_eval(args.model)
     if args.int8:
         model = quantize(model, inplace=True)
@@ -673,16 +675,7 @@ def evaluate_model(args) -> int:
 
 
 def _load_for_eval(model_id: str):
-    if not os.path.isdir(model_id) and (os.path.exists(model_id) or model_id.startswith((".", "/", "~"))):
-        raise MissingFileError(f"no model directory at {model_id!r}")
-    try:
-        # float32 whatever the storage: half-precision LSTMs are slow or unsupported on CPU.
-        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(model_id)
-    except OSError as error:
-        raise MissingFileError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
-    if not isinstance(model, CharLSTMForCausalLM):
-        raise UsageError(f"{model_id!r} is a {type(model).__name__}, not a charlstm language model")
+    model, tokenizer, model_id = load_model(model_id, GENERATOR)
     log = None
     if os.path.isfile(os.path.join(model_id, TRAINING_LOG)):
         with open(os.path.join(model_id, TRAINING_LOG), encoding="utf-8") as handle:
