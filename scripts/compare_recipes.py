@@ -104,6 +104,7 @@ class ReportTimes(TrainerCallback):
 
 def train_recipe(recipe: Recipe, options) -> dict:
     torch.set_num_threads(recipe.threads)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"compare-{recipe.name}-") as output:
         args = build_parser().parse_args([
             "train", "--dataset", options.dataset, *TODAY, *recipe.options,
@@ -132,6 +133,8 @@ def train_recipe(recipe: Recipe, options) -> dict:
         "characters_per_second": round(steps * args.batch_size * predicted_per_example / seconds, 1),
         "steps": steps,
         "train_minutes": round(seconds / 60.0, 2),
+        # The machine's 1-minute load before and after: other processes slow a recipe down.
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "held_out_bpc": {f"{minutes:g}": reports.reports.get(minutes, {}).get("bpc")
                          for minutes in options.report_minutes},
         "reports": {f"{minutes:g}": report for minutes, report in reports.reports.items()},
