@@ -10,8 +10,17 @@ top level) so that `charlstm push` finds it wherever the package is installed, a
 that gets published.
 """
 
+import secrets
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.generation import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 # What a request may set in "parameters", with the type each must have. Anything else is refused by name.
 PARAMETER_TYPES = {
@@ -26,6 +35,27 @@ PARAMETER_TYPES = {
 }
 MAX_NEW_TOKENS = 2000
 MAX_RETURN_SEQUENCES = 8
+
+
+class SeededSampling(LogitsProcessor):
+    """
+    Draws each next token with a `torch.Generator` of the request's own and leaves it the only choice, so that
+    `generate`, run greedily over the result, gives the same text for the same seed however many requests the
+    endpoint serves at once: `torch.manual_seed` would seed the one random state all threads share. The same idea
+    as `charlstm.generation.sampling.SeededSampling`, which this file cannot import (the endpoint has no charlstm).
+    """
+
+    def __init__(self, seed: int, temperature: float, top_k: int, top_p: float):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.filters = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+        self.filters += [TopKLogitsWarper(top_k)] if top_k else []
+        self.filters += [TopPLogitsWarper(top_p)] if top_p < 1.0 else []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for warper in self.filters:
+            scores = warper(input_ids, scores)
+        choice = torch.multinomial(scores.float().softmax(dim=-1), 1, generator=self.generator)
+        return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
 
 
 class EndpointHandler:
@@ -79,10 +109,20 @@ class EndpointHandler:
     def _generate(self, prompt: str, parameters: dict) -> list[dict]:
         stars, seed = parameters.pop("stars", None), parameters.pop("seed", None)
         # The tokenizer reads a star token written into the text ("<5star>...") as that token, after its <bos>.
-        encoded = self.tokenizer(f"<{stars}star>{prompt}" if stars else prompt, return_tensors="pt")
-        if seed is not None:
-            torch.manual_seed(seed)
-        parameters.setdefault("do_sample", True)
-        output = self.model.generate(**encoded, **parameters)
-        endings = self.tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        input_ids = self.tokenizer(f"<{stars}star>{prompt}" if stars else prompt, return_tensors="pt")["input_ids"]
+        input_ids = input_ids.expand(parameters.pop("num_return_sequences", 1), -1)
+        # The saved generation_config.json supplies what a request leaves out, and the tokens never to write.
+        defaults = self.model.generation_config
+        temperature = parameters.pop("temperature", defaults.temperature or 1.0)
+        top_k, top_p = parameters.pop("top_k", defaults.top_k or 0), parameters.pop("top_p", defaults.top_p or 1.0)
+        processors = LogitsProcessorList()
+        if parameters.pop("do_sample", True):
+            seed = secrets.randbits(32) if seed is None else seed
+            processors.append(SeededSampling(seed, temperature, top_k, top_p))
+        # Greedy over what SeededSampling leaves; the neutral settings keep generate from sampling on its own.
+        output = self.model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), logits_processor=processors,
+            do_sample=False, temperature=1.0, top_k=None, top_p=1.0, **parameters,
+        )
+        endings = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
         return [{"generated_text": prompt + ending} for ending in endings]

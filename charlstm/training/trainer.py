@@ -333,12 +333,7 @@ def train_model(args) -> int:
     if trainer.is_world_process_zero():
         model = trainer.model
         model.config.use_cache = True  # Trainer turns it off for training; generation wants it on
-        model.generation_config = GenerationConfig(
-            **SAMPLING_DEFAULTS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        model.generation_config = saved_generation_config(tokenizer)
         trainer.save_model(args.output_dir)
         log = _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, time.time() - started)
         write_json(os.path.join(args.output_dir, TRAINING_LOG), log)
@@ -624,6 +619,21 @@ def plot_training_curves(log: dict, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path)
     pyplot.close(figure)
+
+
+def saved_generation_config(tokenizer) -> GenerationConfig:
+    """
+    The generation_config.json a trained model is saved with: its sampling defaults, and the special tokens that
+    never belong inside a review (<pad>, <bos>, <unk>, the star tokens; <eos> ends it) as `suppress_tokens`, so
+    `pipeline("text-generation")`, a Hub user's `generate` and the endpoint handler never write them either.
+    """
+    return GenerationConfig(
+        **SAMPLING_DEFAULTS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id}),
+    )
 
 
 # --- charlstm eval ------------------------------------------------------------------------------------------------
