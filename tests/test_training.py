@@ -197,7 +197,9 @@ def test_bad_input_gives_a_one_line_error_and_exit_code_2(case, tmp_path, review
 def test_eval_of_a_missing_model_is_a_one_line_error(tmp_path, reviews_file, capsys):
     code = main(["eval", "--model", str(tmp_path / "no-model"), "--dataset", reviews_file])
     assert code == 2
-    assert capsys.readouterr().err.strip().startswith("charlstm eval: error: no model directory")
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("charlstm eval: error: model directory") and "does not exist" in error, error
+    assert len(error.splitlines()) == 1
 
 
 def test_a_time_budget_ends_training_and_a_resume_can_extend_it(tmp_path, reviews_file):
