@@ -343,6 +343,10 @@ def train_model(args) -> int:
         if args.push_to_hub:
             pushed = push_to_hub(args.output_dir, args.hub_model_id)
             print(f"pushed to {pushed.url}; load it with revision={pushed.pinned_revision!r}")
+    # Under torchrun the other ranks would otherwise exit while the main one still saves, and a rank that exits with
+    # its process group alive can abort ("terminate called without an active exception") and fail the whole run.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return 0
 
 
