@@ -232,6 +232,9 @@ class ReviewSpace:
                     inputs=[prompt, stars, temperature, top_k, top_p, max_new, num_reviews, seed],
                     outputs=[reviews, details, status],
                     api_name="generate",
+                    # The handler gets the values as sent and `check_settings` judges them, as for the command line.
+                    # Gradio's own range checks would print a traceback to the server log for every refusal.
+                    preprocess=False,
                 )
                 # Outside the queue, so a full queue cannot hold up a Stop.
                 stop_button.click(self.stop, queue=False, api_visibility="private")
@@ -260,6 +263,7 @@ class ReviewSpace:
                     inputs=[text, score_stars],
                     outputs=[probability, ranks, summary, score_details],
                     api_name="score",
+                    preprocess=False,  # as for generate: the handler and the scorer check what is sent
                 )
         return demo
 
