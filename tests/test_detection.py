@@ -516,6 +516,22 @@ def test_detector_trained_on_both_kinds_of_machine_text_separates_each(
         assert figures["roc_auc"] >= 0.8, (source, figures)
 
 
+def test_a_detector_trained_without_a_source_never_saw_it(tmp_path, mixed_data_dir, generator_dir, capsys):
+    path = tmp_path / "detector"
+    base = ["detector", "train", str(mixed_data_dir), str(path), "--generator", str(generator_dir),
+            "--max-steps", "4", "--batch-size", "8", "--min-chars", "20", "--max-chars", str(MAX_CHARS)]
+    assert main(base + ["--leave-out-source", "no-such-source.jsonl"]) == 2
+    error = capsys.readouterr().err
+    assert "the data has no source 'no-such-source.jsonl' (sources: " in error and not path.exists()
+    assert main(base + ["--leave-out-source", "other-generator.jsonl"]) == 0
+    log = json.loads((path / "detector_log.json").read_text())
+    own_train = datasets.load_from_disk(str(mixed_data_dir))["train"].filter(
+        lambda row: row["source"] == generator_dir.name
+    )
+    assert log["left_out_sources"] == ["other-generator.jsonl"] and log["train_texts"] == len(own_train)
+    assert log["test"]["texts"] < len(datasets.load_from_disk(str(mixed_data_dir))["test"])
+
+
 @pytest.mark.parametrize(
     "rows, options, message",
     [

@@ -92,6 +92,11 @@ def add_commands(subparsers) -> None:
         help="what the head reads: the mean state over all characters, or the last state (default: %(default)s)",
     )
     train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    train.add_argument(
+        "--leave-out-source", action="append", default=[], metavar="SOURCE",
+        help="train without this source's rows (the data's `source` column), for a leave-one-source-out figure "
+        "with scripts/eval_detector.py --held-out-detector; repeatable",
+    )
     train.set_defaults(func=run_train_detector)
 
     calibrate = commands.add_parser(
@@ -225,13 +230,13 @@ def run_build_data(args) -> int:
 
 
 def run_train_detector(args) -> int:
-    from ..detection.data import load_detector_data
+    from ..detection.data import load_detector_data, without_sources
     from ..detection.detector import Detector, evaluate
     from ..detection.training import train_detector
     from ..generation.loading import GENERATOR, load_model
 
     generator_dir = load_model(args.generator, GENERATOR)[2]  # a wrong or broken generator fails before the data
-    data = load_detector_data(args.data)
+    data = without_sources(load_detector_data(args.data), args.leave_out_source)
     log = train_detector(
         generator_dir,
         data,
@@ -245,6 +250,7 @@ def run_train_detector(args) -> int:
         pooling=args.pooling,
         seed=args.seed,
     )
+    log["left_out_sources"] = args.leave_out_source
     if "test" in data:
         log["test"] = evaluate(Detector(args.output), data["test"])
     write_json(os.path.join(args.output, DETECTOR_LOG), log)

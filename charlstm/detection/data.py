@@ -219,3 +219,17 @@ def load_detector_data(path: str, needs: tuple[str, ...] = ()) -> datasets.Datas
     if missing:
         raise UsageError(f"{path} has no {' or '.join(missing)} split (splits: {', '.join(data)})")
     return data
+
+
+def without_sources(data: datasets.DatasetDict, sources: list[str]) -> datasets.DatasetDict:
+    """`data` with every row of `sources` removed from each split; a name the data does not have is a UsageError."""
+    if not sources:
+        return data
+    known = set().union(*(split.unique("source") for split in data.values() if "source" in split.column_names))
+    unknown = sorted(set(sources) - known)
+    if unknown:
+        raise UsageError(f"the data has no source {', '.join(map(repr, unknown))} (sources: {', '.join(sorted(known))})")
+    left_out = set(sources)
+    return datasets.DatasetDict(
+        {name: split.filter(lambda source: source not in left_out, input_columns="source") for name, split in data.items()}
+    )
