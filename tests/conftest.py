@@ -47,9 +47,9 @@ for _name in ("http_proxy", "https_proxy", "no_proxy"):
     os.environ[_name] = os.environ[_name.upper()]
 for _name in ("ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(_name, None)
-# --- end of Hub isolation
+# --- end of Hub isolation: the imports below come after it on purpose (pyproject.toml lets E402 pass here)
 
-import string  # noqa: E402 - the Hub isolation above must run first
+import string
 
 import pytest
 import torch

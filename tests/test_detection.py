@@ -433,7 +433,8 @@ def llm_like_texts(count: int, seed: int) -> list[str]:
     """Our own stand-in for another generator's reviews: polished, formulaic sentences unlike review_like_texts."""
     rng = random.Random(seed)
     openings = ["I recently visited this establishment", "My experience at this restaurant", "Upon arrival"]
-    middles = ["the ambiance was delightful", "the staff were exceptionally attentive", "every dish exceeded expectations"]
+    middles = ["the ambiance was delightful", "the staff were exceptionally attentive",
+               "every dish exceeded expectations"]
     return [
         " ".join(f"{rng.choice(openings)}, and {rng.choice(middles)}." for _ in range(rng.randint(1, 4)))
         + " Overall, I would highly recommend it."
@@ -512,7 +513,7 @@ def test_detector_trained_on_both_kinds_of_machine_text_separates_each(
     test = datasets.load_from_disk(str(mixed_data_dir))["test"]
     detector = Detector(path)
     for source in set(test["source"]):
-        figures = evaluate(detector, test.filter(lambda row: row["source"] == source))
+        figures = evaluate(detector, test.filter(lambda row, source=source: row["source"] == source))
         assert figures["roc_auc"] >= 0.8, (source, figures)
 
 

@@ -228,8 +228,10 @@ def without_sources(data: datasets.DatasetDict, sources: list[str]) -> datasets.
     known = set().union(*(split.unique("source") for split in data.values() if "source" in split.column_names))
     unknown = sorted(set(sources) - known)
     if unknown:
-        raise UsageError(f"the data has no source {', '.join(map(repr, unknown))} (sources: {', '.join(sorted(known))})")
+        names = ", ".join(map(repr, unknown))
+        raise UsageError(f"the data has no source {names} (sources: {', '.join(sorted(known))})")
     left_out = set(sources)
-    return datasets.DatasetDict(
-        {name: split.filter(lambda source: source not in left_out, input_columns="source") for name, split in data.items()}
-    )
+    return datasets.DatasetDict({
+        name: split.filter(lambda source: source not in left_out, input_columns="source")
+        for name, split in data.items()
+    })

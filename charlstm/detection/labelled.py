@@ -67,7 +67,8 @@ def load_labelled(
     for column, option in ((text_column, "--labelled-text-column"), (label_column, "--labelled-label-column")):
         if column not in table.column_names:
             raise UsageError(
-                f"labelled data {source!r} has no column {column!r} ({option}); its columns: {', '.join(table.column_names)}"
+                f"labelled data {source!r} has no column {column!r} ({option}); "
+                f"its columns: {', '.join(table.column_names)}"
             )
     labels = [str(label) for label in table[label_column]]
     unknown = sorted(set(labels) - set(label_map))

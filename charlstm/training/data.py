@@ -114,7 +114,9 @@ def _load_from_hub(repo_id: str) -> DatasetDict:
     try:
         return datasets.load_dataset(repo_id)
     except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError) as error:
-        raise UsageError(f"unknown dataset {repo_id!r}: no such local path, and the Hub says: {_first_line(error)}")
+        raise UsageError(
+            f"unknown dataset {repo_id!r}: no such local path, and the Hub says: {_first_line(error)}"
+        ) from None
     except ConnectionError as error:
         raise UsageError(f"cannot reach the Hub for dataset {repo_id!r}: {_first_line(error)}") from None
 
