@@ -57,7 +57,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--held-out-detector", action="append", default=[], metavar="SOURCE=DIR",
                         help="a detector trained without SOURCE, tested on SOURCE's test texts (repeatable)")
     parser.add_argument("--record", action="store_true",
-                        help="write what the detector was tested on, and its uncertain band, into its detector_log.json")
+                        help="write what the detector was tested on, and its uncertain band, into its "
+                        "detector_log.json")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     return parser.parse_args()
@@ -94,7 +95,8 @@ def groups_of(test) -> list[tuple[str, callable]]:
     groups = [("all", lambda row: True), (f"temp<={POOLED_UP_TO}", lambda row: row["label"] != MACHINE or (
         row["temperature"] is not None and row["temperature"] <= POOLED_UP_TO))]
     for temperature in sorted({t for t in test["temperature"] if t is not None}):
-        groups.append((f"temp={temperature}", lambda row, t=temperature: row["label"] != MACHINE or row["temperature"] == t))
+        groups.append((f"temp={temperature}",
+                       lambda row, t=temperature: row["label"] != MACHINE or row["temperature"] == t))
     if len(sources) > 1:
         for source in sources:
             rows = test.filter(lambda row, s=source: row["source"] == s)
@@ -175,10 +177,10 @@ def main() -> int:
                                      train_labels, train_sources, held_out, args.batch_size)
 
     print_table(rows, calibrations)
-    tested_on = [{"name": describe(row["group"], test), "roc_auc": row["detector"]["roc_auc"],
-                  "human": row["human"], "machine": row["machine"]}
+    tested_on = [tested_on_entry(row, rows, test)
                  for row in rows if row["length"] == "whole" and row["group"].startswith("source=")]
-    print(f"uncertain band (fewer than {BAND_PRECISION:.0%} of calls right): P(machine) in [{band[0]:.2f}, {band[1]:.2f})")
+    print(f"uncertain band (fewer than {BAND_PRECISION:.0%} of calls right): "
+          f"P(machine) in [{band[0]:.2f}, {band[1]:.2f})")
     if args.record:
         log_path = Path(detector.path) / DETECTOR_LOG
         log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
@@ -221,6 +223,16 @@ def uncertain_band(labels: list[int], scores: list[float]) -> tuple[float, float
     return (low, high)
 
 
+def tested_on_entry(row: dict, rows: list[dict], test) -> dict:
+    """What `Detector.caveat` tells a user about one source: its AUC and, when measured, that of a detector that
+    never saw the source (`--held-out-detector`), the figure to expect on a generator like none trained on."""
+    source = row["group"].removeprefix("source=")
+    unseen = next((other["detector"]["roc_auc"] for other in rows if other["length"] == row["length"]
+                   and other["group"] == f"without {source}" and "detector" in other), None)
+    return {"name": describe(row["group"], test), "roc_auc": row["detector"]["roc_auc"], "unseen_roc_auc": unseen,
+            "human": row["human"], "machine": row["machine"]}
+
+
 def describe(group: str, test) -> str:
     """'source=NAME' -> 'NAME (written by GENERATORS)', for a user who never saw the data."""
     source = group.removeprefix("source=")
@@ -260,7 +272,8 @@ def print_table(rows: list[dict], calibrations: dict) -> None:
     for row in rows:
         cells = [method_cells(row.get(method), width) for method, width in
                  (("detector", 13), ("zero_shot", 14), ("ngram", 11))]
-        print(f"{row['length']:>6} {row['group'][:34]:<34} {row['human']:>6} {row['machine']:>6} | " + " | ".join(cells))
+        counts = f"{row['length']:>6} {row['group'][:34]:<34} {row['human']:>6} {row['machine']:>6}"
+        print(f"{counts} | " + " | ".join(cells))
     print()
     for name, calibration in calibrations.items():
         print(

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import gradio as gr
 
-from charlstm.detection.detector import Detector
+from charlstm.detection.detector import Detection, Detector
 from charlstm.detection.scoring import score_text
 from charlstm.generation.loading import BUNDLED_DETECTOR, display_name, load_generator
 from charlstm.generation.sampling import ReviewGenerator
@@ -68,8 +68,11 @@ class OptionalDetector:
             self.problem = f"the detector {display_name(source)} could not be loaded"
             print(f"space/app.py: the Score tab runs without the detector: {_one_line(error)}", file=sys.stderr)
 
-    def probability_machine(self, text: str) -> float | None:
-        return None if self.detector is None else self.detector.predict([text])[0].machine_probability
+    def detect(self, text: str) -> Detection | None:
+        return None if self.detector is None else self.detector.predict([text])[0]
+
+    def caveat(self) -> str:
+        return "" if self.detector is None else self.detector.caveat()
 
 
 class StopSignals:
@@ -159,13 +162,19 @@ class ReviewSpace:
             scores = score_text(self.generator.model, self.generator.tokenizer, text, stars=stars or None)
         except ValueError as error:
             raise rejected(str(error)) from None
-        p_machine = self.detector.probability_machine(text)
+        detection = self.detector.detect(text)
+        p_machine = None if detection is None else detection.machine_probability
         label = None if p_machine is None else {"machine-written": p_machine, "human-written": 1.0 - p_machine}
-        detector_line = (
-            f"Detector: **{p_machine:.1%}** machine-written."
-            if p_machine is not None
-            else f"The detector is not available ({self.detector.problem}); the generator's view below still works."
-        )
+        if detection is None:
+            detector_line = (f"The detector is not available ({self.detector.problem}); "
+                             "the generator's view below still works.")
+        elif detection.uncertain:
+            detector_line = (f"Detector: **uncertain** ({p_machine:.1%} machine-written, where its measured calls are "
+                             "too often wrong to say which).")
+        else:
+            detector_line = f"Detector: **{p_machine:.1%}** machine-written."
+        if detection is not None:
+            detector_line += f"\n\n_{self.detector.caveat()}_"
         summary = (
             f"{detector_line}\n\nGenerator's view: **{scores.bits_per_character:.2f} bits per character**, "
             f"**{scores.top1_share:.0%}** of characters were its top choice. Machine-written text at a low "
@@ -173,6 +182,7 @@ class ReviewSpace:
         )
         details = {
             "p_machine": p_machine,
+            "uncertain": None if detection is None else detection.uncertain,
             "detector_available": p_machine is not None,
             "bits_per_character": scores.bits_per_character,
             "top1_share": scores.top1_share,
@@ -187,7 +197,8 @@ class ReviewSpace:
         with gr.Blocks(title="charlstm: review generator and detector", analytics_enabled=False) as demo:
             gr.Markdown(
                 "# charlstm\nA character-level LSTM trained on Yelp reviews writes reviews one character at a time, "
-                f"and a detector scores how machine-written a review looks. Generator: `{display_name(self.generator.source)}`. "
+                "and a detector scores how machine-written a review looks. "
+                f"Generator: `{display_name(self.generator.source)}`. "
                 "Fake reviews mislead people: use this to study and detect them, not to post them."
             )
             with gr.Tab("Generate"):

@@ -530,6 +530,9 @@ def test_a_detector_trained_without_a_source_never_saw_it(tmp_path, mixed_data_d
         lambda row: row["source"] == generator_dir.name
     )
     assert log["left_out_sources"] == ["other-generator.jsonl"] and log["train_texts"] == len(own_train)
+    [counted] = log["train_sources"]  # what the detector card lists
+    assert counted["source"] == generator_dir.name and counted["generators"] == [generator_dir.name]
+    assert counted["human"] + counted["machine"] == len(own_train) and counted["human"] == own_train["label"].count(0)
     assert log["test"]["texts"] < len(datasets.load_from_disk(str(mixed_data_dir))["test"])
 
 

@@ -6,13 +6,13 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import gradio
 import pytest
+import tomllib
 from gradio_client import Client
 from huggingface_hub import SpaceCard
 
@@ -44,6 +44,10 @@ def detector_dir(tmp_path_factory, tiny_tokenizer):
     path = tmp_path_factory.mktemp("detector")
     CharLSTMForSequenceClassification(config).eval().save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
+    # What eval_detector.py --record writes: an untrained detector is unsure of everything.
+    tested_on = [{"name": "gpt-3 yelp (machine text by gpt-3)", "roc_auc": 0.91, "unseen_roc_auc": 0.62,
+                  "human": 10, "machine": 10}]
+    (path / "detector_log.json").write_text(json.dumps({"tested_on": tested_on, "uncertain_band": [0.0, 1.0]}))
     return path
 
 
@@ -148,6 +152,13 @@ def test_score_returns_the_detector_probability_and_a_rank_for_every_character(c
     expected = ["top1" if r == 1 else "top3" if r <= 3 else "top10" if r <= 10 else "beyond" for r in details["ranks"]]
     assert [span["class_or_confidence"] for span in highlighted for _ in span["token"]] == expected  # joined runs
     assert f"{details['bits_per_character']:.2f} bits per character" in summary
+
+
+def test_score_says_what_the_detector_was_tested_on_and_when_it_is_unsure(client):
+    label, highlighted, summary, details = client.predict("The tacos were great.", 0, api_name="/score")
+    assert details["uncertain"] is True and "Detector: **uncertain**" in summary
+    assert "gpt-3 yelp (machine text by gpt-3) AUC 0.91" in summary
+    assert "as on a generator it never saw: AUC 0.62-0.62" in summary
 
 
 @pytest.mark.parametrize(

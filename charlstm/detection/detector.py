@@ -63,12 +63,16 @@ class Detector:
         return low <= probability < high
 
     def caveat(self) -> str:
-        """One sentence for a user: what this detector was tested against and how well, or that nobody knows."""
+        """For a user, in a few sentences: what this detector was tested against and how well, or that nobody knows."""
         if not self.tested_on:
             return "This detector's log records no test against labelled machine-written text."
         figures = "; ".join(f"{row['name']} AUC {row['roc_auc']:.2f}" for row in self.tested_on)
         weak = [row["name"] for row in self.tested_on if row["roc_auc"] < WEAK_AUC]
         warning = f" Its verdict says little on text like: {', '.join(weak)}." if weak else ""
+        unseen = [row["unseen_roc_auc"] for row in self.tested_on if row.get("unseen_roc_auc") is not None]
+        if unseen:
+            warning += (f" Trained without one of these sources and tested on it, as on a generator it never saw: "
+                        f"AUC {min(unseen):.2f}-{max(unseen):.2f}.")
         return f"Tested on held-out texts (whole reviews): {figures}.{warning}"
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[Detection]:

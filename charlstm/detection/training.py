@@ -139,6 +139,7 @@ def train_detector(
     log = {
         "generator": str(generator_dir),
         "train_texts": len(data["train"]),
+        "train_sources": source_counts(data["train"]),
         "max_steps": max_steps,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
@@ -155,6 +156,20 @@ def train_detector(
         "resumed_from": resume,
     }
     return log
+
+
+def source_counts(rows) -> list[dict]:
+    """Per source of `rows` (build-data's `source` column): its domain, who wrote its machine texts, and counts."""
+    if "source" not in rows.column_names:
+        return []
+    counts: dict[str, dict] = {}
+    for source, domain, generator, label in zip(rows["source"], rows["domain"], rows["generator"], rows["label"]):
+        entry = counts.setdefault(source, {"source": source, "domain": domain, "generators": set(), "human": 0,
+                                           "machine": 0})
+        entry[LABELS[label]] += 1
+        if LABELS[label] == "machine":
+            entry["generators"].add(generator)
+    return [{**entry, "generators": sorted(entry["generators"])} for entry in counts.values()]
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:

@@ -33,6 +33,13 @@ POOLING_WORDS = {
 }
 LICENSE = "apache-2.0"  # the project's licence (pyproject.toml); the card states the training data's terms
 YELP_TERMS = "the Yelp Dataset Terms of Use (academic, non-commercial use)"
+# The terms the review text of a detector training source comes under, by the domain build-data recorded for it.
+DOMAIN_TERMS = {
+    "yelp": YELP_TERMS,
+    "yelp_reviews": YELP_TERMS,
+    "amazon": "Amazon's conditions for its customer reviews (research use)",
+}
+UNKNOWN_TERMS = "see the source's own licence"
 NOT_MEASURED = "not measured"
 SAMPLE_SEED = 0
 SAMPLE_CHARACTERS = 400
@@ -214,9 +221,31 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes"),
         max_characters=_figure(max_length - 1 if isinstance(max_length, int) and max_length < 10**6 else None, "{:,}"),
         test_texts=_figure(test.get("texts"), "{:,}"),
+        sources=_source_rows(log),
+        tested_on=[dict(row, roc_auc=_figure(row.get("roc_auc"), "{:.3f}"),
+                        unseen_roc_auc=_figure(row.get("unseen_roc_auc"), "{:.3f}"))
+                   for row in log.get("tested_on") or []],
+        uncertain_band=("P(machine) from {:.2f} to {:.2f}".format(*log["uncertain_band"])
+                        if isinstance(log.get("uncertain_band"), list) else NOT_MEASURED),
         **{name: _figure(value, "{:.4f}") for name, value in metrics.items()},
     )
     return _render(DETECTOR_TEMPLATE, card_data, context)
+
+
+def _source_rows(log: dict) -> list[dict]:
+    """The detector's training sources (`detector train`'s `train_sources`) as the card's table rows."""
+    rows = []
+    for entry in log.get("train_sources") or []:
+        domain = str(entry.get("domain") or "unknown")
+        rows.append({
+            "source": entry.get("source", "unknown"),
+            "domain": domain,
+            "generators": ", ".join(entry.get("generators") or []) or "none",
+            "human": _figure(entry.get("human"), "{:,}"),
+            "machine": _figure(entry.get("machine"), "{:,}"),
+            "terms": DOMAIN_TERMS.get(domain.lower(), UNKNOWN_TERMS),
+        })
+    return rows
 
 
 def _render(template: Path, card_data: ModelCardData, context: dict) -> str:
