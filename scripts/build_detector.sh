@@ -6,8 +6,8 @@
 #    top-k 0/20, top-p 1.0/0.9, star prompts, length caps 300/600/1000), and every labelled row except human ones
 #    the generator trained on; each source split 80/20 on its own;
 # 2. the detector: the generator's embedding and both LSTM layers with a mean-pooling head, fine-tuned on all of it;
-# 3. leave-one-source-out: for each labelled set, the same recipe trained without it (fewer steps, to keep the
-#    recipe near two hours on a 2-core CPU), the only estimate of how the detector does on a generator it never saw;
+# 3. leave-one-source-out: for each labelled set, the same recipe trained without it, the only estimate of how the
+#    detector does on a generator it never saw (each training about 20 minutes on a 2-core CPU);
 # 4. the evaluation table (scripts/eval_detector.py) on the test split, with the n-gram baseline and the zero-shot
 #    baseline beside it; what it measured per source, and the uncertain band, go into the detector's log.
 # The lexicon step of the earlier recipe (the share of words missing from the generator's training reviews) is left
@@ -23,7 +23,6 @@ GENERATOR=charlstm/bundled/charlstm-yelp
 DATA_DIR=runs/detector-data
 TRAINED_DIR=runs/detector  # copied over DETECTOR_DIR only once it is complete
 STEPS=1500
-HELD_OUT_STEPS=1000
 SOURCES=(gambetti2023_yelp_gpt3_val.jsonl salminen2022_amazon_gpt2_dev.jsonl raidar2024_yelp_gpt.jsonl)
 
 labelled=()
@@ -38,7 +37,7 @@ charlstm detector train "$DATA_DIR" "$TRAINED_DIR" "${recipe[@]}" --max-steps "$
 held_out=()
 for source in "${SOURCES[@]}"; do
     without="runs/detector-without-${source%.jsonl}"
-    charlstm detector train "$DATA_DIR" "$without" "${recipe[@]}" --max-steps "$HELD_OUT_STEPS" \
+    charlstm detector train "$DATA_DIR" "$without" "${recipe[@]}" --max-steps "$STEPS" \
         --leave-out-source "$source"
     held_out+=(--held-out-detector "$source=$without")
 done

@@ -355,7 +355,8 @@ def test_auc_interval_brackets_the_auc_and_narrows_with_more_texts():
 def test_threshold_metrics_and_best_threshold():
     labels, scores = [0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.6, 0.5, 0.7, 0.9]
     assert threshold_metrics(labels, scores, 0.55) == {
-        "accuracy": pytest.approx(4 / 6), "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3)
+        "accuracy": pytest.approx(4 / 6), "precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3),
+        "false_positive_rate": pytest.approx(1 / 3),
     }
     best = best_threshold(labels, scores)
     assert threshold_metrics(labels, scores, best)["accuracy"] == pytest.approx(5 / 6)

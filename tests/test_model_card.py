@@ -102,7 +102,7 @@ def test_detector_card_lists_every_training_source_and_its_figures(tmp_path, tin
         {"source": "mine.jsonl", "domain": "hotels", "generators": ["llama"], "human": 5, "machine": 6},
     ]
     log["tested_on"] = [{"name": "gpt3.jsonl (machine text by gpt-3)", "roc_auc": 0.9712, "unseen_roc_auc": 0.8021,
-                         "human": 318, "machine": 320},
+                         "false_positive_rate": 0.0314, "human": 318, "machine": 320},
                         {"name": "gpt2.jsonl (machine text by gpt-2)", "roc_auc": 0.95, "human": 678, "machine": 680}]
     log["uncertain_band"] = [0.3, 0.71]
     (path / "detector_log.json").write_text(json.dumps(log))
@@ -110,8 +110,8 @@ def test_detector_card_lists_every_training_source_and_its_figures(tmp_path, tin
     assert "| gpt3.jsonl | yelp | gpt-3 | 1,273 | 1,279 | the Yelp Dataset Terms of Use" in card
     assert "| gpt2.jsonl | amazon | gpt-2 | 2,709 | 2,720 | Amazon's conditions" in card
     assert "| mine.jsonl | hotels | llama | 5 | 6 | see the source's own licence |" in card
-    assert "| gpt3.jsonl (machine text by gpt-3) | 0.971 | 0.802 | 318 | 320 |" in card
-    assert f"| gpt2.jsonl (machine text by gpt-2) | 0.950 | {NOT_MEASURED} | 678 | 680 |" in card
+    assert "| gpt3.jsonl (machine text by gpt-3) | 0.971 | 0.802 | 3.1% | 318 | 320 |" in card
+    assert f"| gpt2.jsonl (machine text by gpt-2) | 0.950 | {NOT_MEASURED} | {NOT_MEASURED} | 678 | 680 |" in card
     assert "P(machine) from 0.30 to 0.71" in card
     table = card[card.index("| Source | Domain"):].split("\n\n")[0].splitlines()
     assert len(table) == 2 + 3  # header, rule, one row per source: no blank line breaks the table

@@ -54,7 +54,10 @@ def auc_interval(
 
 
 def threshold_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float) -> dict[str, float]:
-    """Accuracy, and precision and recall for the machine class, when `score >= threshold` means machine."""
+    """
+    Accuracy, precision and recall for the machine class, and the share of human texts called machine (what a real
+    reviewer risks), when `score >= threshold` means machine.
+    """
     predicted = [score >= threshold for score in scores]
     true_positive = sum(1 for guess, label in zip(predicted, labels) if guess and label == 1)
     false_positive = sum(1 for guess, label in zip(predicted, labels) if guess and label != 1)
@@ -64,6 +67,7 @@ def threshold_metrics(labels: Sequence[int], scores: Sequence[float], threshold:
         "accuracy": correct / len(labels),
         "precision": true_positive / (true_positive + false_positive) if true_positive + false_positive else 0.0,
         "recall": true_positive / positives if positives else 0.0,
+        "false_positive_rate": false_positive / (len(labels) - positives) if len(labels) > positives else 0.0,
     }
 
 

@@ -223,7 +223,8 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         test_texts=_figure(test.get("texts"), "{:,}"),
         sources=_source_rows(log),
         tested_on=[dict(row, roc_auc=_figure(row.get("roc_auc"), "{:.3f}"),
-                        unseen_roc_auc=_figure(row.get("unseen_roc_auc"), "{:.3f}"))
+                        unseen_roc_auc=_figure(row.get("unseen_roc_auc"), "{:.3f}"),
+                        false_positive_rate=_figure(row.get("false_positive_rate"), "{:.1%}"))
                    for row in log.get("tested_on") or []],
         uncertain_band=("P(machine) from {:.2f} to {:.2f}".format(*log["uncertain_band"])
                         if isinstance(log.get("uncertain_band"), list) else NOT_MEASURED),
