@@ -9,7 +9,8 @@
 # 3. leave-one-source-out: for each labelled set, the same recipe trained without it, the only estimate of how the
 #    detector does on a generator it never saw (each training about 20 minutes on a 2-core CPU);
 # 4. the evaluation table (scripts/eval_detector.py) on the test split, with the n-gram baseline and the zero-shot
-#    baseline beside it; what it measured per source, and the uncertain band, go into the detector's log.
+#    baseline beside it; what it measured per source, and the uncertain band, go into the detector's log, and from
+#    there into its model card (README.md), `charlstm detect` and the Space.
 # The lexicon step of the earlier recipe (the share of words missing from the generator's training reviews) is left
 # out: it caught the generator's invented words, but it reads rare words, names and typos, which people write more
 # than large language models do, as machine-like.
@@ -44,3 +45,4 @@ done
 rm -rf "$DETECTOR_DIR" && cp -r "$TRAINED_DIR" "$DETECTOR_DIR"
 python scripts/eval_detector.py --data "$DATA_DIR" --detector "$DETECTOR_DIR" --generator "$GENERATOR" \
     "${held_out[@]}" --record --json runs/eval_detector.json
+charlstm model-card "$DETECTOR_DIR" --write
