@@ -73,6 +73,10 @@ class Detector:
         if unseen:
             warning += (f" Trained without one of these sources and tested on it, as on a generator it never saw: "
                         f"AUC {min(unseen):.2f}-{max(unseen):.2f}.")
+        flagged = [row["false_positive_rate"] for row in self.tested_on if row.get("false_positive_rate") is not None]
+        if flagged:
+            warning += (f" It called {min(flagged):.0%}-{max(flagged):.0%} of these sources' human reviews "
+                        "machine-written: a verdict is a reason to look closer, never proof.")
         return f"Tested on held-out texts (whole reviews): {figures}.{warning}"
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[Detection]:
