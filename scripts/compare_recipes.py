@@ -103,11 +103,11 @@ class ReportTimes(TrainerCallback):
 
 
 def train_recipe(recipe: Recipe, options) -> dict:
-    torch.set_num_threads(recipe.threads)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"compare-{recipe.name}-") as output:
         args = build_parser().parse_args([
             "train", "--dataset", options.dataset, *TODAY, *recipe.options,
+            "--threads", str(recipe.threads),
             "--max-minutes", str(options.report_minutes[-1]), "--eval-steps", str(10**9), "--output-dir", output,
         ])
         run = prepare_run(args)

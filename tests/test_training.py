@@ -176,13 +176,14 @@ def bad_input_cases(tmp_path, reviews_file):
         "nothing to resume": (["--dataset", reviews_file, "--output-dir", str(tmp_path / "new"), "--resume"],
                               "nothing to resume"),
         "bad size": (["--dataset", reviews_file, "--seq-len", "0"], "--seq-len must be at least 1"),
+        "no threads": (["--dataset", reviews_file, "--threads", "0"], "--threads must be at least 1"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["missing file", "missing column", "missing label column", "empty data", "all blank",
-     "labels outside the mapping", "output dir holds a run", "nothing to resume", "bad size"],
+     "labels outside the mapping", "output dir holds a run", "nothing to resume", "bad size", "no threads"],
 )
 def test_bad_input_gives_a_one_line_error_and_exit_code_2(case, tmp_path, reviews_file, capsys):
     extra, message = bad_input_cases(tmp_path, reviews_file)[case]
@@ -192,6 +193,19 @@ def test_bad_input_gives_a_one_line_error_and_exit_code_2(case, tmp_path, review
     assert code == 2
     assert error[-1].startswith("charlstm train: error: ") and message in error[-1], error
     assert "Traceback" not in "\n".join(error)
+
+
+def test_threads_sets_the_torch_threads_training_runs_on(tmp_path, reviews_file):
+    before = torch.get_num_threads()
+    wanted = 1 if before > 1 else 2  # not the number it already runs on
+    try:
+        code = main(["train", "--dataset", reviews_file, *TINY_RUN, "--max-steps", "2", "--threads", str(wanted),
+                     "--output-dir", str(tmp_path)])
+        assert code == 0
+        assert torch.get_num_threads() == wanted
+        assert read_log(tmp_path)["device"] == f"CPU ({wanted} thread{'s' * (wanted > 1)})"
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_eval_of_a_missing_model_is_a_one_line_error(tmp_path, reviews_file, capsys):

@@ -41,6 +41,8 @@ def add_commands(subparsers) -> None:
                       "from zeros")
     loop.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                       help="auto: bf16 (or fp16) on a GPU, fp32 on CPU")
+    loop.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's, one per core); "
+                      "fewer leave cores to other work")
     run = train.add_argument_group("run")
     run.add_argument("--output-dir", required=True, help="checkpoints, then the final model directory")
     run.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")

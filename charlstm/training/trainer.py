@@ -370,6 +370,8 @@ def prepare_run(args) -> PreparedRun:
     if checkpoint and carries_state(checkpoint) != args.carry_state:
         trained = "with" if carries_state(checkpoint) else "without"
         raise UsageError(f"{checkpoint!r} was trained {trained} --carry-state: resume it the same way")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     training_args = _training_arguments(args)
     with training_args.main_process_first(local=False, desc="preparing data"):
         reviews = load_reviews(
@@ -397,7 +399,7 @@ def _check_train_arguments(args) -> None:
     positive = {"--seq-len": args.seq_len, "--batch-size": args.batch_size, "--eval-steps": args.eval_steps,
                 "--logging-steps": args.logging_steps,
                 "--gradient-accumulation-steps": args.gradient_accumulation_steps,
-                "--embedding-dim": args.embedding_dim}
+                "--embedding-dim": args.embedding_dim, "--threads": args.threads}
     for name, value in positive.items():
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
