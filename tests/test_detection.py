@@ -17,9 +17,16 @@ from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
 from charlstm.detection.data import up_to_last_sentence_end
 from charlstm.detection.detector import Detector, evaluate
-from charlstm.detection.metrics import auc_interval, best_threshold, roc_auc, threshold_metrics
+from charlstm.detection.metrics import (
+    auc_interval,
+    best_threshold,
+    roc_auc,
+    threshold_for_false_positive_rate,
+    threshold_metrics,
+)
 from charlstm.detection.training import EqualLengthCrops, last_complete_checkpoint, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
+from charlstm.errors import UsageError
 from charlstm.hub.model_card import render_model_card
 from charlstm.modeling_charlstm import letter_code, word_hashes
 from charlstm.training.data import load_reviews
@@ -360,6 +367,40 @@ def test_threshold_metrics_and_best_threshold():
     }
     best = best_threshold(labels, scores)
     assert threshold_metrics(labels, scores, best)["accuracy"] == pytest.approx(5 / 6)
+
+
+def test_the_false_positive_threshold_holds_for_every_source():
+    yelp = [0.1] * 18 + [0.8, 0.9]  # 20 human texts: at 5%, one may be called machine
+    amazon = [0.2] * 9 + [0.6]  # 10: none may
+    threshold = threshold_for_false_positive_rate({"yelp": yelp, "amazon": amazon}, 0.05)
+    assert threshold == pytest.approx(0.801)
+    for scores in (yelp, amazon):
+        assert threshold_metrics([0] * len(scores), scores, threshold)["false_positive_rate"] <= 0.05
+    # Human texts that all look human keep the balanced classes' 0.5; one that no threshold clears gives 1.0.
+    assert threshold_for_false_positive_rate({"yelp": [0.1] * 20}, 0.05) == 0.5
+    assert threshold_for_false_positive_rate({"yelp": [0.9999] * 3}, 0.05) == 1.0
+    with pytest.raises(ValueError, match="no human texts"):
+        threshold_for_false_positive_rate({"yelp": []}, 0.05)
+
+
+def test_a_detector_calls_machine_at_the_threshold_its_log_names(detector_dir, tmp_path):
+    import shutil
+
+    text = "The tacos were great and the staff were kind."
+    probability = Detector(detector_dir).predict([text])[0].machine_probability
+    strict = tmp_path / "detector"
+    shutil.copytree(detector_dir, strict)
+    log_path = strict / "detector_log.json"
+    tested_on = [{"name": "own samples", "roc_auc": 0.9, "human": 10, "machine": 10}]
+    for threshold, label in ((probability / 2, "machine"), ((1 + probability) / 2, "human")):
+        log = {**json.loads(log_path.read_text()), "tested_on": tested_on, "threshold": threshold}
+        log_path.write_text(json.dumps(log))
+        detector = Detector(strict)
+        assert detector.predict([text])[0].label == label
+        assert f"It calls a text machine-written at P(machine) >= {threshold:.3g}." in detector.caveat()
+    log_path.write_text(json.dumps({"threshold": 2}))
+    with pytest.raises(UsageError, match="names threshold 2: expected a probability"):
+        Detector(strict)
 
 
 def test_word_hashes_split_on_non_letters_and_ignore_case():

@@ -105,8 +105,11 @@ def test_detector_card_lists_every_training_source_and_its_figures(tmp_path, tin
                          "false_positive_rate": 0.0314, "human": 318, "machine": 320},
                         {"name": "gpt2.jsonl (machine text by gpt-2)", "roc_auc": 0.95, "human": 678, "machine": 680}]
     log["uncertain_band"] = [0.3, 0.71]
+    log["threshold"], log["threshold_false_positive_rate"] = 0.734, 0.05
     (path / "detector_log.json").write_text(json.dumps(log))
     card = render_model_card(path, "alice/detector")
+    assert ("P(machine) >= 0.734, the lowest at which each source's held-out human texts were called machine at most "
+            "5% of the time") in card
     assert "| gpt3.jsonl | yelp | gpt-3 | 1,273 | 1,279 | the Yelp Dataset Terms of Use" in card
     assert "| gpt2.jsonl | amazon | gpt-2 | 2,709 | 2,720 | Amazon's conditions" in card
     assert "| mine.jsonl | hotels | llama | 5 | 6 | see the source's own licence |" in card

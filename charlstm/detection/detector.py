@@ -21,7 +21,7 @@ from .data import MACHINE
 from .metrics import roc_auc, threshold_metrics
 from .training import TOKENIZER_KWARGS
 
-THRESHOLD = 0.5  # machine when P(machine) >= 0.5: the classes were balanced in training
+THRESHOLD = 0.5  # machine when P(machine) >= 0.5, unless the log names a threshold: the classes were balanced
 WEAK_AUC = 0.8  # a source the detector separates worse than this is one where its verdict says little
 
 # A saved directory loads through the Auto classes without trust_remote_code.
@@ -52,14 +52,19 @@ class Detector:
         # <bos> takes one position of model_max_length.
         self.max_characters = self.pipeline.tokenizer.model_max_length - 1
         log = _read_log(self.path)
-        # What `scripts/eval_detector.py --record` measured: per source, how well it separates; and the range of
-        # P(machine) in which fewer than 90% of its calls were right.
+        # What `scripts/eval_detector.py --record` measured: per source, how well it separates; the threshold at
+        # which few enough of each source's human texts are called machine; and the range of P(machine) in which
+        # fewer than 90% of its calls were right.
         self.tested_on: list[dict] = log.get("tested_on", [])
+        self.threshold = log.get("threshold", THRESHOLD)
+        if not isinstance(self.threshold, (int, float)) or not 0.0 < self.threshold <= 1.0:
+            raise UsageError(f"{self.path}/{DETECTOR_LOG} names threshold {self.threshold!r}: expected a "
+                             "probability in (0, 1]")
         band = log.get("uncertain_band")
         self.uncertain_band: tuple[float, float] | None = tuple(band) if band else None
 
     def is_uncertain(self, probability: float) -> bool:
-        low, high = self.uncertain_band or (THRESHOLD, THRESHOLD)
+        low, high = self.uncertain_band or (self.threshold, self.threshold)
         return low <= probability < high
 
     def caveat(self) -> str:
@@ -67,6 +72,7 @@ class Detector:
         if not self.tested_on:
             return "This detector's log records no test against labelled machine-written text."
         figures = "; ".join(f"{row['name']} AUC {row['roc_auc']:.2f}" for row in self.tested_on)
+        verdict = f" It calls a text machine-written at P(machine) >= {self.threshold:.3g}."
         weak = [row["name"] for row in self.tested_on if row["roc_auc"] < WEAK_AUC]
         warning = f" Its verdict says little on text like: {', '.join(weak)}." if weak else ""
         unseen = [row["unseen_roc_auc"] for row in self.tested_on if row.get("unseen_roc_auc") is not None]
@@ -77,7 +83,7 @@ class Detector:
         if flagged:
             warning += (f" It called {min(flagged):.0%}-{max(flagged):.0%} of these sources' human reviews "
                         "machine-written: a verdict is a reason to look closer, never proof.")
-        return f"Tested on held-out texts (whole reviews): {figures}.{warning}"
+        return f"Tested on held-out texts (whole reviews): {figures}.{verdict}{warning}"
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[Detection]:
         """
@@ -92,7 +98,7 @@ class Detector:
             detections.append(
                 Detection(
                     machine_probability=probability,
-                    label="machine" if probability >= THRESHOLD else "human",
+                    label="machine" if probability >= self.threshold else "human",
                     uncertain=self.is_uncertain(probability),
                     characters_read=min(len(text), self.max_characters),
                     truncated=len(text) > self.max_characters,
@@ -122,4 +128,5 @@ def evaluate(detector: Detector, data: datasets.Dataset) -> dict[str, float]:
     """ROC-AUC, accuracy, precision and recall of `detector` on labelled texts, at the detector's threshold."""
     labels = [int(label == MACHINE) for label in data["label"]]
     scores = [detection.machine_probability for detection in detector.predict(data["text"])]
-    return {"roc_auc": roc_auc(labels, scores), **threshold_metrics(labels, scores, THRESHOLD), "texts": len(labels)}
+    return {"roc_auc": roc_auc(labels, scores), **threshold_metrics(labels, scores, detector.threshold),
+            "texts": len(labels)}

@@ -4,6 +4,7 @@ A few lines of our own instead of scikit-learn: the project needs only ROC-AUC a
 and a dependency of that size for them would weigh on every install of the Space.
 """
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -89,3 +90,30 @@ def best_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:
             best_correct = correct
             best = (value + pairs[index][0]) / 2 if index < len(pairs) else value + 1.0
     return best
+
+
+def threshold_for_false_positive_rate(human_scores: dict[str, Sequence[float]], rate: float) -> float:
+    """
+    The lowest threshold (on a 0.001 grid, never below 0.5) at which no group's human texts are called machine
+    more often than `rate`: each source's real reviews, not only their pool, are what a user must not be wrong
+    about. 1.0 when some group's highest scores leave no such threshold below it.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+    threshold = 0.5
+    for name, scores in human_scores.items():
+        if not scores:
+            raise ValueError(f"group {name!r} has no human texts")
+        # At most `allowed` texts may score at or above the threshold: it must lie above the next one down.
+        allowed = int(rate * len(scores))
+        ranked = sorted(scores, reverse=True)
+        if allowed < len(ranked):
+            threshold = max(threshold, _grid_value_above(ranked[allowed]))
+    return min(threshold, 1.0)
+
+
+def _grid_value_above(score: float) -> float:
+    value = math.floor(score * 1000) / 1000
+    while value <= score:  # floating point: 0.735 * 1000 may floor to 734
+        value = round(value + 0.001, 3)
+    return value

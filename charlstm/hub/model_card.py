@@ -226,11 +226,22 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
                         unseen_roc_auc=_figure(row.get("unseen_roc_auc"), "{:.3f}"),
                         false_positive_rate=_figure(row.get("false_positive_rate"), "{:.1%}"))
                    for row in log.get("tested_on") or []],
+        threshold=_threshold_words(log),
         uncertain_band=("P(machine) from {:.2f} to {:.2f}".format(*log["uncertain_band"])
                         if isinstance(log.get("uncertain_band"), list) else NOT_MEASURED),
         **{name: _figure(value, "{:.4f}") for name, value in metrics.items()},
     )
     return _render(DETECTOR_TEMPLATE, card_data, context)
+
+
+def _threshold_words(log: dict) -> str:
+    threshold, rate = log.get("threshold"), log.get("threshold_false_positive_rate")
+    if not isinstance(threshold, (int, float)):
+        return "P(machine) >= 0.5 (no evaluation set a threshold)"
+    if not isinstance(rate, (int, float)):
+        return f"P(machine) >= {threshold:.3f}"
+    return (f"P(machine) >= {threshold:.3f}, the lowest at which each source's held-out human texts were called "
+            f"machine at most {rate:.0%} of the time")
 
 
 def _source_rows(log: dict) -> list[dict]:
