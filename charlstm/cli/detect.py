@@ -41,7 +41,10 @@ def add_commands(subparsers) -> None:
     build.add_argument("output", help="directory to save the dataset to")
     build.add_argument("--generator", help="generator directory (default: the bundled model)")
     add_training_data_arguments(build)
-    build.add_argument("--count", type=int, default=2000, help="reviews per class (default: %(default)s)")
+    build.add_argument("--count", type=int, default=2000, help="reviews the generator writes, and human reviews "
+                       "from its held-out data unless --human-count says otherwise (default: %(default)s)")
+    build.add_argument("--human-count", type=int, help="human reviews from the generator's held-out data "
+                       "(default: --count); more balance labelled sets that are mostly machine text of that domain")
     grid = SamplingGrid()
     build.add_argument("--temperatures", type=_floats, default=grid.temperatures, help="default: 0.5,0.7,0.8,1.0,1.2")
     build.add_argument("--top-ks", type=_ints, default=grid.top_ks, help="0 = off (default: 0,20)")
@@ -215,6 +218,7 @@ def run_build_data(args) -> int:
         reviews.held_out,
         reviews.source,
         count=args.count,
+        human_count=args.human_count,
         grid=grid,
         min_chars=args.min_chars,
         batch_size=args.batch_size,

@@ -156,21 +156,27 @@ def build_detector_data(
     seed: int = 0,
     exclude: frozenset[str] = frozenset(),
     labelled: list[dict] = (),
+    human_count: int | None = None,
 ) -> DatasetDict:
     """
-    `count` human and `count` machine reviews, plus the `labelled` rows, split into train and test: each source
-    on its own, stratified by label. Human reviews in `exclude` are not used: a further set (e.g. to calibrate a
-    detector) stays apart from earlier ones. `count` may be 0 when labelled rows are given.
+    `human_count` (default `count`) human and `count` machine reviews, plus the `labelled` rows, split into train
+    and test: each source on its own, stratified by label. More human reviews than machine ones balance labelled
+    sets that are mostly machine text of the same domain, so that the domain itself does not read as machine.
+    Human reviews in `exclude` are not used: a further set (e.g. to calibrate a detector) stays apart from earlier
+    ones. `count` may be 0 when labelled rows are given.
     """
+    human_count = count if human_count is None else human_count
     if count < (0 if labelled else 2) or count == 1:
         raise UsageError(f"--count must be 0 (with --labelled) or at least 2 (one review per class in each split), "
                          f"got {count}")
+    if count and human_count < 2:
+        raise UsageError(f"--human-count must be at least 2 (one review in each split), got {human_count}")
     if not 0.0 < test_fraction < 1.0:
         raise UsageError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     rows = list(labelled)
     if count:
         domain = Path(human_source).stem or human_source
-        rows += human_rows(human_reviews, own_source(generator), count, min_chars, seed, exclude, domain)
+        rows += human_rows(human_reviews, own_source(generator), human_count, min_chars, seed, exclude, domain)
         rows += machine_rows(generator, count, grid, min_chars, batch_size, seed, domain)
     table = Dataset.from_list([{name: row.get(name) for name in FEATURES} for row in rows], features=FEATURES)
     splits = [_split(table.filter(lambda row, name=name: row["source"] == name), test_fraction, seed)
