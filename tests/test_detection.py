@@ -136,24 +136,6 @@ def test_built_data_is_balanced_with_settings_as_columns(detector_data_dir, huma
     assert all(row["length"] == len(row["text"]) >= 30 for row in everything)
 
 
-def test_human_count_adds_human_reviews_beside_the_generators(generator_dir, human_file, tmp_path, capsys):
-    def build(human_count: str) -> int:
-        return main([
-            "detector", "build-data", str(tmp_path / "data"), "--generator", str(generator_dir), "--human-data",
-            str(human_file), "--validation-fraction", "0.5", "--count", "6", "--human-count", human_count,
-            "--max-new-tokens", "60", "--min-chars", "30", "--temperatures", "0.5", "--batch-size", "8",
-        ])
-
-    assert build("12") == 0
-    data = datasets.load_from_disk(str(tmp_path / "data"))
-    labels = list(data["train"]["label"]) + list(data["test"]["label"])
-    assert (labels.count(0), labels.count(1)) == (12, 6)
-    test_labels = list(data["test"]["label"])
-    assert test_labels.count(0) > test_labels.count(1) > 0  # the test split keeps the proportion, roughly
-    assert build("1") == 2
-    assert "--human-count must be at least 2" in capsys.readouterr().err
-
-
 def test_machine_reviews_are_shared_equally_between_temperatures(detector_data_dir):
     data = datasets.load_from_disk(str(detector_data_dir))
     temperatures = [row["temperature"] for split in data.values() for row in split if row["label"] == 1]
@@ -644,3 +626,21 @@ def test_detect_says_what_the_detector_was_tested_on_and_where_it_is_unsure(dete
     detection = json.loads(captured.out)[0]  # no uncertain band: a plain verdict, and the right one
     assert detection["label"] == "human" and detection["uncertain"] is False
     assert "records no test against labelled machine-written text" in captured.err
+
+
+def test_human_count_adds_human_reviews_beside_the_generators(generator_dir, human_file, tmp_path, capsys):
+    def build(human_count: str) -> int:
+        return main([
+            "detector", "build-data", str(tmp_path / "data"), "--generator", str(generator_dir), "--human-data",
+            str(human_file), "--validation-fraction", "0.5", "--count", "6", "--human-count", human_count,
+            "--max-new-tokens", "60", "--min-chars", "30", "--temperatures", "0.5", "--batch-size", "8",
+        ])
+
+    assert build("12") == 0
+    data = datasets.load_from_disk(str(tmp_path / "data"))
+    labels = list(data["train"]["label"]) + list(data["test"]["label"])
+    assert (labels.count(0), labels.count(1)) == (12, 6)
+    test_labels = list(data["test"]["label"])
+    assert test_labels.count(0) > test_labels.count(1) > 0  # the test split keeps the proportion, roughly
+    assert build("1") == 2
+    assert "--human-count must be at least 2" in capsys.readouterr().err

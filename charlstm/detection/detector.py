@@ -78,10 +78,10 @@ class Detector:
         unseen = [row["unseen_roc_auc"] for row in self.tested_on if row.get("unseen_roc_auc") is not None]
         if unseen:
             warning += (f" Trained without one of these sources and tested on it, as on a generator it never saw: "
-                        f"AUC {min(unseen):.2f}-{max(unseen):.2f}.")
+                        f"AUC {_span(unseen, '{:.2f}')}.")
         flagged = [row["false_positive_rate"] for row in self.tested_on if row.get("false_positive_rate") is not None]
         if flagged:
-            warning += (f" It called {min(flagged):.0%}-{max(flagged):.0%} of these sources' human reviews "
+            warning += (f" It called {_span(flagged, '{:.0%}')} of these sources' human reviews "
                         "machine-written: a verdict is a reason to look closer, never proof.")
         return f"Tested on held-out texts (whole reviews): {figures}.{verdict}{warning}"
 
@@ -105,6 +105,12 @@ class Detector:
                 )
             )
         return detections
+
+
+def _span(values: list[float], form: str) -> str:
+    """'0.72' for one value (or equal ones), '0.69-0.91' for a range."""
+    low, high = form.format(min(values)), form.format(max(values))
+    return low if low == high else f"{low}-{high}"
 
 
 def _read_log(path: str) -> dict:
