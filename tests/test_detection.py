@@ -550,7 +550,7 @@ def test_detector_trained_on_both_kinds_of_machine_text_separates_each(
     path = tmp_path_factory.mktemp("mixed-detector") / "detector"
     assert main([
         "detector", "train", str(mixed_data_dir), str(path), "--generator", str(generator_dir),
-        "--max-steps", "60", "--batch-size", "8", "--min-chars", "20", "--max-chars", str(MAX_CHARS),
+        "--max-steps", "150", "--batch-size", "8", "--min-chars", "20", "--max-chars", str(MAX_CHARS),
     ]) == 0
     test = datasets.load_from_disk(str(mixed_data_dir))["test"]
     detector = Detector(path)
