@@ -52,12 +52,36 @@ def test_log_probs_agree_with_the_models_own_loss(tiny_model, tiny_tokenizer):
     assert scores.rank_buckets().count("beyond") > 0
 
 
+def test_curvature_is_the_text_against_what_the_model_would_write_there(tiny_model, tiny_tokenizer):
+    """Fast-DetectGPT's analytic criterion, from the model's full distribution at each position."""
+    text = TEXTS[1]
+    ids = tiny_tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        log_q = torch.log_softmax(tiny_model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+    observed = log_q.gather(-1, ids[0, 1:, None]).sum()
+    mean = (log_q.exp() * log_q).sum(-1)
+    variance = (log_q.exp() * log_q**2).sum(-1) - mean**2
+
+    scores = score_text(tiny_model, tiny_tokenizer, text)
+
+    assert scores.curvature == pytest.approx(((observed - mean.sum()) / variance.sum().sqrt()).item(), rel=1e-4)
+
+
+def test_greedy_text_is_likelier_than_the_models_own_samples_would_be(characters_only_model, tiny_tokenizer):
+    prompt = torch.tensor([[tiny_tokenizer.bos_token_id]])
+    greedy = characters_only_model.generate(prompt, do_sample=False, max_new_tokens=60, min_new_tokens=60)
+    # Its top choice at every step is at least as likely as its average choice there, so the criterion is positive.
+    assert score_text(characters_only_model, tiny_tokenizer, tiny_tokenizer.decode(greedy[0, 1:])).curvature > 1
+    assert score_text(characters_only_model, tiny_tokenizer, "zqxj" * 15).curvature < 0
+
+
 def test_batched_equals_one_by_one_and_keeps_order(tiny_model, tiny_tokenizer):
     batched = score_texts(tiny_model, tiny_tokenizer, TEXTS, batch_size=3)
     for text, scores in zip(TEXTS, batched):
         alone = score_text(tiny_model, tiny_tokenizer, text)
         assert scores.text == text
         assert scores.ranks == alone.ranks
+        assert scores.curvature == pytest.approx(alone.curvature, abs=1e-3)
         assert scores.log_probs == pytest.approx(alone.log_probs, abs=1e-5)
 
 
@@ -126,3 +150,4 @@ def test_head_equals_scoring_the_prefix_alone(tiny_model, tiny_tokenizer):
     assert head.ranks == prefix.ranks
     assert head.log_probs == pytest.approx(prefix.log_probs, abs=1e-5)
     assert head.bits_per_character == pytest.approx(prefix.bits_per_character, abs=1e-5)
+    assert head.curvature == pytest.approx(prefix.curvature, abs=1e-4)

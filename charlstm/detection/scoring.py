@@ -6,7 +6,7 @@ baseline and the Space's colour-coded view both read these scores.
 """
 
 from dataclasses import dataclass, field
-from math import log
+from math import log, sqrt
 
 import torch
 
@@ -26,6 +26,8 @@ class CharacterScores:
     ranks: 1 = the model's top choice for that character given everything before it (the first character is
         predicted from `<bos>`, or from the star token when one was given). Ranks run over the whole vocabulary.
     log_probs: natural-log probability the model gave each character.
+    expected_log_probs, log_prob_variances: the mean and variance of the log-probability of the character the model
+        itself would sample there (minus its entropy, and the spread around it).
     unknown: True where the character is outside the vocabulary; it was scored as `<unk>`.
     """
 
@@ -33,15 +35,23 @@ class CharacterScores:
     characters: list[str]
     ranks: list[int]
     log_probs: list[float]
+    expected_log_probs: list[float]
+    log_prob_variances: list[float]
     unknown: list[bool]
     truncated: bool = False
     bits_per_character: float = field(init=False)
     top1_share: float = field(init=False)
+    curvature: float = field(init=False)
 
     def __post_init__(self):
         count = len(self.characters)
         self.bits_per_character = -sum(self.log_probs) / (count * log(2))
         self.top1_share = sum(rank == 1 for rank in self.ranks) / count
+        # Fast-DetectGPT's analytic criterion (Bao et al. 2024): how much likelier the text is than what the model
+        # itself would write in the same places, in standard deviations. It asks "likely for its context?" rather
+        # than "likely?", which a text's topic and wording alone move.
+        spread = sqrt(max(sum(self.log_prob_variances), 1e-12))
+        self.curvature = (sum(self.log_probs) - sum(self.expected_log_probs)) / spread
 
     def head(self, count: int) -> "CharacterScores":
         """
@@ -52,7 +62,8 @@ class CharacterScores:
             raise ValueError(f"count must be at least 1, got {count!r}")
         return CharacterScores(
             self.text[:count], self.characters[:count], self.ranks[:count], self.log_probs[:count],
-            self.unknown[:count], self.truncated and count >= len(self.characters),
+            self.expected_log_probs[:count], self.log_prob_variances[:count], self.unknown[:count],
+            self.truncated and count >= len(self.characters),
         )
 
     def rank_buckets(self) -> list[str]:
@@ -108,11 +119,12 @@ def score_texts(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         scored = _score_batch(model, tokenizer, [encoded[index][0] for index in chunk])
-        for index, (ranks, log_probs) in zip(chunk, scored):
+        for index, columns in zip(chunk, scored):
             ids, kept, truncated = encoded[index]
             count = len(kept)  # the prompt (<bos>, star token) is not part of the text
             unknown = [token_id == tokenizer.unk_token_id for token_id in ids[-count:]]
-            results[index] = CharacterScores(kept, list(kept), ranks[-count:], log_probs[-count:], unknown, truncated)
+            per_character = [column[-count:] for column in columns]
+            results[index] = CharacterScores(kept, list(kept), *per_character, unknown, truncated)
     return results
 
 
@@ -121,15 +133,20 @@ def score_text(model, tokenizer, text: str, stars: int | None = None) -> Charact
     return score_texts(model, tokenizer, [text], batch_size=1, stars=stars)[0]
 
 
-def _score_batch(model, tokenizer, rows: list[list[int]]) -> list[tuple[list[int], list[float]]]:
+def _score_batch(model, tokenizer, rows: list[list[int]]) -> list[tuple[list, list, list, list]]:
     """
     Runs the left-padded rows through the model once; returns, for every real token after the first, the rank and
-    log-probability the model gave it.
+    log-probability the model gave it, and the mean and variance of the log-probability of its own sample there.
     """
     batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt").to(model.device)
     logits = model(**batch, use_cache=False).logits.float()
     # The logits at position p predict the token at p + 1.
     predicting, targets = logits[:, :-1], batch["input_ids"][:, 1:].unsqueeze(-1)
     ranks = (predicting > predicting.gather(-1, targets)).sum(dim=-1) + 1
-    log_probs = torch.log_softmax(predicting, dim=-1).gather(-1, targets).squeeze(-1)
-    return [(ranks[i, 1 - len(row) :].tolist(), log_probs[i, 1 - len(row) :].tolist()) for i, row in enumerate(rows)]
+    all_log_probs = torch.log_softmax(predicting, dim=-1)
+    log_probs = all_log_probs.gather(-1, targets).squeeze(-1)
+    probs = all_log_probs.exp()
+    expected = (probs * all_log_probs).sum(dim=-1)
+    variances = (probs * all_log_probs.square()).sum(dim=-1) - expected.square()
+    columns = (ranks, log_probs, expected, variances)
+    return [tuple(column[i, 1 - len(row) :].tolist() for column in columns) for i, row in enumerate(rows)]

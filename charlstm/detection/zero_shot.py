@@ -1,9 +1,10 @@
 """The zero-shot baseline: the generator alone, with no detector trained, judging whether it wrote a text.
 
-Each text is reduced to a few statistics of the generator's own scores (`charlstm.scoring`): bits per character
-and the shares of characters among its top 1, 3 and 10 choices. Sampling moves these away from human text in both
-directions: a low temperature makes text too predictable (low bits, many top-1 characters), a high one too
-surprising. So the score is two-sided: the distance of one statistic from its median over human training texts.
+Each text is reduced to a few statistics of the generator's own scores (`charlstm.scoring`): bits per character,
+the shares of characters among its top 1, 3 and 10 choices, and Fast-DetectGPT's analytic curvature. Sampling
+moves these away from human text in both directions: a low temperature makes text too predictable (low bits, many
+top-1 characters), a high one too surprising. So the score is two-sided: the distance of one statistic from its
+median over human training texts.
 
 Calibration fits no weights. On the training split it picks the statistic whose distance separates best (ROC-AUC)
 and the distance threshold with the best accuracy; that is all the baseline learns, which keeps it a fair
@@ -16,7 +17,7 @@ from statistics import median
 from .metrics import best_threshold, roc_auc
 from .scoring import CharacterScores, score_texts
 
-STATISTICS = ("bits_per_character", "top1_share", "top3_share", "top10_share")
+STATISTICS = ("bits_per_character", "top1_share", "top3_share", "top10_share", "curvature")
 
 
 def text_statistics(scores: CharacterScores) -> dict[str, float]:
@@ -25,6 +26,7 @@ def text_statistics(scores: CharacterScores) -> dict[str, float]:
         "top1_share": scores.top1_share,
         "top3_share": scores.share_within(3),
         "top10_share": scores.share_within(10),
+        "curvature": scores.curvature,
     }
 
 
