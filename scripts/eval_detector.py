@@ -17,6 +17,8 @@ texts against the same source's human texts), and two kinds of transfer figure: 
 rows, a detector trained without that source (leave-one-source-out, the only estimate of how a detector does on a
 generator it never saw), and the plain baseline, a character n-gram logistic regression (scikit-learn) trained on
 the same train split cut the same way, in-distribution and with each source left out.
+The "stacked" column is an ablation: the detector's score and the generator's own statistics together in one
+logistic regression (`stacked_scores`), to measure what a head that also read the generator's view would add.
 
 Each AUC comes with a 95% bootstrap interval (`charlstm.detection.metrics.auc_interval`): a temperature row of a
 few dozen machine texts says little more than its interval does.
@@ -32,16 +34,19 @@ import time
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from charlstm.detection.data import MACHINE
 from charlstm.detection.detector import Detector
 from charlstm.detection.metrics import auc_interval, roc_auc, threshold_for_false_positive_rate, threshold_metrics
 from charlstm.detection.scoring import score_texts
-from charlstm.detection.zero_shot import ZeroShotDetector, text_statistics
+from charlstm.detection.zero_shot import STATISTICS, ZeroShotDetector, text_statistics
 from charlstm.generation.loading import load_generator
 from charlstm.runfiles import DETECTOR_LOG, write_json
 
@@ -103,6 +108,26 @@ def ngram_baseline(texts: list[str], labels: list[int]):
     )
     model.fit(texts, labels)
     return lambda texts: model.predict_proba(texts)[:, 1].tolist()
+
+
+def stacked_scores(detector_scores: list[float], statistics: list[dict], human_centers: dict, labels: list[int],
+                   strata: list[str]) -> list[float]:
+    """
+    The ablation "does the generator's own view add to the detector?": a logistic regression on the detector's
+    logit and the zero-shot statistics (each raw and as its squared distance from real reviews' median, since
+    sampling moves them both ways). Its scores are out-of-fold predictions of a 5-fold split of these test texts,
+    stratified by source and label: the train split cannot serve, as the detector has seen it and is overconfident
+    there.
+    """
+    probability = np.clip(np.array(detector_scores), 1e-6, 1 - 1e-6)
+    columns = [np.log(probability / (1 - probability))]
+    for name in STATISTICS:
+        values = np.array([row[name] for row in statistics])
+        columns += [values, (values - human_centers[name]) ** 2]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(columns[0], strata)
+    return cross_val_predict(model, np.stack(columns, axis=1), labels, cv=list(folds),
+                             method="predict_proba")[:, 1].tolist()
 
 
 def groups_of(test) -> list[tuple[str, callable]]:
@@ -174,16 +199,22 @@ def main() -> int:
         if len(set(kept_labels)) < 2:
             print(f"length {name}: skipped, the calibration texts that long are not of both classes", file=sys.stderr)
             continue
-        zero_shot = ZeroShotDetector.calibrate(
-            [zero_shot_statistics(calibration_scores[i], length) for i in kept], kept_labels
-        )
+        calibration_statistics = [zero_shot_statistics(calibration_scores[i], length) for i in kept]
+        zero_shot = ZeroShotDetector.calibrate(calibration_statistics, kept_labels)
         calibrations[name] = zero_shot.to_dict()
         indices = cut(test_texts, length)
         detector_score = ({i: whole[i] for i in indices} if length is None else {
             i: d.machine_probability for i, d in
             zip(indices, detector.predict([crop(test_texts[i], length) for i in indices], batch_size=args.batch_size))
         })
-        zero_shot_score = {i: zero_shot.score(zero_shot_statistics(test_scores[i], length)) for i in indices}
+        statistics = {i: zero_shot_statistics(test_scores[i], length) for i in indices}
+        zero_shot_score = {i: zero_shot.score(statistics[i]) for i in indices}
+        human_centers = {statistic: float(np.median([row[statistic] for row, label in
+                                                     zip(calibration_statistics, kept_labels) if label == 0]))
+                         for statistic in STATISTICS}
+        stacked_score = dict(zip(indices, stacked_scores(
+            [detector_score[i] for i in indices], [statistics[i] for i in indices], human_centers,
+            [test_labels[i] for i in indices], [f"{sources[i]}:{test_labels[i]}" for i in indices])))
         training = cut(train_texts, length)
         baseline = ngram_baseline([crop(train_texts[i], length) for i in training], [train_labels[i] for i in training])
         baseline_score = dict(zip(indices, baseline([crop(test_texts[i], length) for i in indices])))
@@ -200,6 +231,7 @@ def main() -> int:
                 "detector": metrics(labels, [detector_score[i] for i in group], threshold),
                 "zero_shot": metrics(labels, [zero_shot_score[i] for i in group], zero_shot.threshold),
                 "ngram": metrics(labels, [baseline_score[i] for i in group], 0.5),
+                "stacked": metrics(labels, [stacked_score[i] for i in group], 0.5),
             })
         rows += leave_one_source_out(name, length, indices, test_rows, test_texts, test_labels, train_texts,
                                      train_labels, train_sources, held_out, args.batch_size)
@@ -306,13 +338,14 @@ def print_table(rows: list[dict], calibrations: dict) -> None:
         f"{'length':>6} {'group':<34} {'human':>6} {'mach.':>6} | "
         f"{'detector: AUC':>13} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5} | "
         f"{'zero-shot: AUC':>14} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5} | "
-        f"{'n-gram: AUC':>11} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5}"
+        f"{'n-gram: AUC':>11} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5} | "
+        f"{'stacked: AUC':>12} {'95% CI':>11} {'acc':>5} {'P':>5} {'R':>5}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         cells = [method_cells(row.get(method), width) for method, width in
-                 (("detector", 13), ("zero_shot", 14), ("ngram", 11))]
+                 (("detector", 13), ("zero_shot", 14), ("ngram", 11), ("stacked", 12))]
         counts = f"{row['length']:>6} {row['group'][:34]:<34} {row['human']:>6} {row['machine']:>6}"
         print(f"{counts} | " + " | ".join(cells))
     print()
