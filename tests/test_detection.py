@@ -328,8 +328,8 @@ def test_zero_shot_baseline_separates_the_generators_text(detector_data_dir, gen
 
 def test_zero_shot_is_two_sided():
     """Machine text too predictable and too surprising, both against human text in the middle."""
-    human = [{"bits_per_character": 3.0 + 0.1 * i, "top1_share": 0.5, "top3_share": 0.7, "top10_share": 0.9}
-             for i in range(5)]
+    human = [{"bits_per_character": 3.0 + 0.1 * i, "top1_share": 0.5, "top3_share": 0.7, "top10_share": 0.9,
+              "curvature": 0.0} for i in range(5)]
     machine = [dict(human[0], bits_per_character=value) for value in (1.0, 1.5, 5.0, 5.5)]
     baseline = ZeroShotDetector.calibrate(human + machine, [0] * 5 + [1] * 4)
     assert baseline.statistic == "bits_per_character" and baseline.center == pytest.approx(3.2)
