@@ -19,6 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .. import register
 from ..errors import UsageError
 from ..runfiles import TRAINER_STATE
+from ..training.trainer import device_name
 from .data import LABELS
 
 # The generator loads through the Auto classes, and the saved detector gets the code files and `auto_map`.
@@ -153,6 +154,7 @@ def train_detector(
             {"step": entry["step"], "loss": entry["loss"]} for entry in trainer.state.log_history if "loss" in entry
         ],
         "train_seconds": round(time.perf_counter() - started, 1),
+        "device": device_name(trainer.args.device, trainer.args.world_size),
         "resumed_from": resume,
     }
     return log

@@ -218,7 +218,8 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         lexicon=(f"{lexicon['words']:,} words of the generator's training reviews; the head weighs the share of "
                  f"unknown words, calibrated on {lexicon.get('calibration_texts', 0):,} further texts"
                  if isinstance(lexicon.get("words"), int) else "none"),
-        train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes"),
+        train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes")
+        + (f" on {log['device']}" if isinstance(seconds, (int, float)) and log.get("device") else ""),
         max_characters=_figure(max_length - 1 if isinstance(max_length, int) and max_length < 10**6 else None, "{:,}"),
         test_texts=_figure(test.get("texts"), "{:,}"),
         sources=_source_rows(log),

@@ -570,7 +570,7 @@ def _training_log(args, reviews, tokenizer, model, trainer, result, final, check
         "session_minutes": round(runtime / 60.0, 3),  # this command's train() only
         "characters_per_second": round(characters_this_session / runtime, 1) if runtime else None,
         "wall_minutes": round(seconds / 60.0, 2),
-        "device": _device_name(trainer.args.device, world),
+        "device": device_name(trainer.args.device, world),
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         "best_checkpoint_step": state.best_global_step,
         "resumed_from_step": resumed_from,
@@ -580,7 +580,8 @@ def _training_log(args, reviews, tokenizer, model, trainer, result, final, check
     }
 
 
-def _device_name(device: torch.device, world: int) -> str:
+def device_name(device: torch.device, world: int = 1) -> str:
+    """What a run trained on, for its log: the GPU's name, or the CPU and its torch threads."""
     threads = torch.get_num_threads()
     cpu = f"CPU ({threads} thread{'s' * (threads > 1)})"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
