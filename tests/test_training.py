@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from charlstm import star_token
 from charlstm.cli import main
+from charlstm.hub.model_card import render_model_card
 from charlstm.runfiles import TRAINING_CURVES, TRAINING_LOG
 from charlstm.training.data import IGNORE_INDEX, load_reviews, pack_reviews, star_offset
 from tests.conftest import TINY_CORPUS
@@ -136,6 +137,47 @@ def test_eval_reports_the_training_runs_held_out_bpc_overall_and_per_star(traine
     assert all(math.isfinite(value) and value > 0 for value in report["eval_bpc_per_star"].values())
     assert f"bits per character: {report['eval_bpc']:.4f}" in printed
     assert "5 stars:" in printed
+
+
+def test_init_from_continues_a_saved_model_with_its_vocabulary_and_says_so_in_log_and_card(trained_dir,
+                                                                                           reviews_file, tmp_path):
+    output = tmp_path / "stage-2"
+    code = main(["train", "--dataset", reviews_file, "--condition-on-stars", *TINY_RUN, "--batch-size", "4",
+                 "--learning-rate", "1e-3", "--max-steps", "10", "--eval-steps", "5", "--init-from", str(trained_dir),
+                 "--output-dir", str(output)])
+    assert code == 0
+    first, log = read_log(trained_dir), read_log(output)
+    # Five small steps from the saved weights are worth far more than the first run's first fifteen from scratch.
+    start, fresh = held_out_curve(log)[0], held_out_curve(first)[0]
+    assert start < first["final"]["eval_bpc"] + 0.05 < fresh - 0.2, (start, first["final"]["eval_bpc"], fresh)
+    assert AutoTokenizer.from_pretrained(output).get_vocab() == AutoTokenizer.from_pretrained(trained_dir).get_vocab()
+    assert log["steps"] == 10 and log["batch_size"] == 4 and log["num_parameters"] == first["num_parameters"]
+    assert log["initialised_from"] == {"model": trained_dir.name, **{
+        key: first[key] for key in ("steps", "characters_seen", "epochs_done", "train_minutes", "device",
+                                    "batch_size", "learning_rate", "lr_schedule")}}
+    card = render_model_card(output, samples={})
+    assert f"starting from {trained_dir.name} ({first['train_minutes']:,.1f} minutes on {first['device']}, " \
+           f"60 steps of batch 8)" in card
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seed", "1"], "held out its reviews with --seed 0, not 1"),
+        (["--validation-fraction", "0.3"], "--validation-fraction 0.2, not 0.3"),
+        (["--hidden-sizes", "16"], "a warm start keeps its model's shape"),
+        ([], "was trained with --condition-on-stars"),
+    ],
+    ids=["another seed", "another held-out share", "another shape", "no star conditioning"],
+)
+def test_init_from_refuses_a_start_that_would_skew_the_figures(trained_dir, reviews_file, tmp_path, capsys, extra,
+                                                              message):
+    stars = ["--condition-on-stars"] if extra else []
+    code = main(["train", "--dataset", reviews_file, *stars, *TINY_RUN, *extra, "--max-steps", "2",
+                 "--init-from", str(trained_dir), "--output-dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in error[-1] and "Traceback" not in "\n".join(error), error
+    assert not (tmp_path / "out" / TRAINING_LOG).exists()
 
 
 @pytest.mark.parametrize(

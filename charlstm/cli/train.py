@@ -22,6 +22,10 @@ def add_commands(subparsers) -> None:
     model.add_argument("--hidden-sizes", type=_positive_ints, help="LSTM sizes, one per layer, e.g. 1024,512")
     model.add_argument("--embedding-dim", type=int, help="character embedding size (default: the preset's)")
     model.add_argument("--dropout", type=float, default=0.0, help="dropout after each LSTM layer")
+    model.add_argument("--init-from", metavar="MODEL",
+                       help="start from this saved generator (a directory or Hub id): its weights, vocabulary and "
+                       "shape, with a new optimiser and learning-rate schedule; for a second stage with another "
+                       "recipe, or to fine-tune on other reviews")
     loop = train.add_argument_group("optimisation")
     loop.add_argument("--learning-rate", type=float, default=2e-3)
     loop.add_argument("--lr-schedule", choices=["cosine", "linear", "constant"], default="cosine")

@@ -162,6 +162,7 @@ def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, de
         batch_size=_figure(log.get("batch_size"), "{:,}"),
         train_minutes=_figure(log.get("train_minutes"), "{:,.1f}"),
         device=log.get("device") or NOT_MEASURED,
+        started_from=_earlier_stages(log.get("initialised_from")),
         uniform_bpc=_figure(math.log2(vocab_size) if vocab_size else None, "{:.2f}"),
         eval_bpc=_figure(eval_bpc, "{:.4f}"),
         bpc_per_star=[{"label": _sample_label(stars), "bpc": _figure(per_star.get(str(stars)), "{:.4f}")}
@@ -218,6 +219,7 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         lexicon=(f"{lexicon['words']:,} words of the generator's training reviews; the head weighs the share of "
                  f"unknown words, calibrated on {lexicon.get('calibration_texts', 0):,} further texts"
                  if isinstance(lexicon.get("words"), int) else "none"),
+        probabilities=_calibration_words(log.get("calibration") or log.get("lexicon") or {}),
         train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes")
         + (f" on {log['device']}" if isinstance(seconds, (int, float)) and log.get("device") else ""),
         max_characters=_figure(max_length - 1 if isinstance(max_length, int) and max_length < 10**6 else None, "{:,}"),
@@ -233,6 +235,20 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         **{name: _figure(value, "{:.4f}") for name, value in metrics.items()},
     )
     return _render(DETECTOR_TEMPLATE, card_data, context)
+
+
+def _calibration_words(calibration: dict) -> str:
+    """What the detector's P(machine) is: the trained head's own, or calibrated, on what and how well."""
+    texts = calibration.get("calibration_texts")
+    if not isinstance(texts, int):
+        return "as the classifier trained: not calibrated"
+    where = ", the held-out texts of the results below" if calibration.get("split") == "test" else ""
+    words = f"calibrated (Platt scaling of the head) on {texts:,} labelled texts it never trained on{where}"
+    before, after = calibration.get("calibration_error_before"), calibration.get("calibration_error_after")
+    if isinstance(before, float) and isinstance(after, float):
+        words += (f"; expected calibration error {before:.3f} before, {after:.3f} after (each half of the texts "
+                  "calibrated on the other)")
+    return words
 
 
 def _threshold_words(log: dict) -> str:
@@ -265,6 +281,17 @@ def _render(template: Path, card_data: ModelCardData, context: dict) -> str:
     if not template.is_file():
         raise FileNotFoundError(f"the model card template {template} is missing: the package was built without it")
     return str(ModelCard.from_template(card_data, template_path=str(template), **context))
+
+
+def _earlier_stages(start: dict | None) -> str | None:
+    """How a warm-started model's starting point was trained, stage by stage, newest first."""
+    stages = []
+    while start:
+        stages.append(f"{start['model']} ({_figure(start.get('train_minutes'), '{:,.1f}')} minutes on "
+                      f"{start.get('device') or NOT_MEASURED}, {_figure(start.get('steps'), '{:,}')} steps of batch "
+                      f"{_figure(start.get('batch_size'), '{:,}')})")
+        start = start.get("initialised_from")
+    return ", which started from ".join(stages) or None
 
 
 def _figure(value, spec: str) -> str:

@@ -35,7 +35,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from .. import register
 from ..configuration_charlstm import CharLSTMConfig
 from ..errors import UsageError
-from ..generation.loading import GENERATOR, load_model
+from ..generation.loading import GENERATOR, check_kind, display_name, load_config, load_model
 from ..hub.push import check_push_target, push_to_hub
 from ..modeling_charlstm import CharLSTMCache, CharLSTMForCausalLM
 from ..quantization import is_quantized, quantize
@@ -335,7 +335,8 @@ def train_model(args) -> int:
         model.config.use_cache = True  # Trainer turns it off for training; generation wants it on
         model.generation_config = saved_generation_config(tokenizer)
         trainer.save_model(args.output_dir)
-        log = _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, time.time() - started)
+        log = _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, time.time() - started,
+                            run.start)
         write_json(os.path.join(args.output_dir, TRAINING_LOG), log)
         plot_training_curves(log, os.path.join(args.output_dir, TRAINING_CURVES))
         print(f"held-out bpc {final['eval_bpc']:.4f} after {trainer.state.global_step} steps; "
@@ -361,6 +362,7 @@ class PreparedRun:
     model: CharLSTMForCausalLM
     training_args: TrainingArguments
     checkpoint: str | None  # the checkpoint a resumed run continues from
+    start: "StartingModel | None" = None  # the saved generator a warm-started run began with
 
 
 def prepare_run(args) -> PreparedRun:
@@ -372,16 +374,19 @@ def prepare_run(args) -> PreparedRun:
         raise UsageError(f"{checkpoint!r} was trained {trained} --carry-state: resume it the same way")
     if args.threads:
         torch.set_num_threads(args.threads)
+    # A resumed warm start finds the weights it began with in its checkpoint, and only needs the starting model's log.
+    start = _starting_model(args, load_weights=not checkpoint) if args.init_from else None
     training_args = _training_arguments(args)
     with training_args.main_process_first(local=False, desc="preparing data"):
         reviews = load_reviews(
             args.dataset, args.text_column, args.label_column, need_stars=args.condition_on_stars,
             held_out_split=args.eval_split, validation_fraction=args.validation_fraction, seed=args.seed,
         )
-        # A resumed run keeps the vocabulary and model shape of its checkpoint.
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint) if checkpoint else build_tokenizer(
-            reviews, args.vocab_coverage
-        )
+        # A resumed run keeps the vocabulary and model shape of its checkpoint, a warm start those of its model.
+        if checkpoint:
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        else:
+            tokenizer = start.tokenizer if start else build_tokenizer(reviews, args.vocab_coverage)
         if args.carry_state:
             rows = args.batch_size * training_args.world_size
             train_blocks = ParallelStreams(*framed_stream(reviews.train, tokenizer, args.condition_on_stars),
@@ -391,8 +396,60 @@ def prepare_run(args) -> PreparedRun:
                                         args.num_proc, desc="packing train")
         eval_blocks = pack_reviews(reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
                                    desc="packing held-out")
-    model = _new_model(args, tokenizer, checkpoint)
-    return PreparedRun(reviews, tokenizer, train_blocks, eval_blocks, model, training_args, checkpoint)
+    model = start.model if start and not checkpoint else _new_model(args, tokenizer, checkpoint)
+    return PreparedRun(reviews, tokenizer, train_blocks, eval_blocks, model, training_args, checkpoint, start)
+
+
+@dataclass
+class StartingModel:
+    """The saved generator a warm-started run (`--init-from`) begins with: a new optimiser and schedule on its
+    weights, vocabulary and shape."""
+
+    source: str
+    log: dict  # its training log ({} where it has none), which the new run's log carries on
+    model: CharLSTMForCausalLM | None = None
+    tokenizer: CharLSTMTokenizer | None = None
+
+
+def _starting_model(args, load_weights: bool) -> StartingModel:
+    """Loads `--init-from` (only its config and log where `load_weights` is false) and refuses a start that would
+    make the run's figures wrong."""
+    if load_weights:
+        model, tokenizer, source = load_model(args.init_from, GENERATOR)
+        config = model.config
+    else:
+        model = tokenizer = None
+        source = check_kind(args.init_from, GENERATOR)
+        config = load_config(source)
+    if config.conditioned_on_stars != args.condition_on_stars:
+        trained = "with" if config.conditioned_on_stars else "without"
+        raise UsageError(f"{source} was trained {trained} --condition-on-stars: continue it the same way")
+    for option, value, kept in (("--hidden-sizes", args.hidden_sizes, list(config.hidden_sizes)),
+                                ("--embedding-dim", args.embedding_dim, config.embedding_dim)):
+        if value is not None and value != kept:
+            raise UsageError(f"{option} {value} differs from {source}'s {kept}: a warm start keeps its model's shape")
+    log = training_log_of(source) or {}
+    # Scored on reviews it trained on, the model would look better than it is, and so would the run's held-out bpc.
+    if log.get("dataset") == args.dataset:
+        for option, key in (("--validation-fraction", "validation_fraction"), ("--eval-split", "eval_split"),
+                            ("--seed", "seed")):
+            value = getattr(args, key)
+            if key in log and log[key] != value:
+                raise UsageError(f"{source} held out its reviews with {option} {log[key]}, not {value}: on the same "
+                                 "data keep its split, or the held-out reviews include ones it trained on")
+    if model is not None:
+        model.config.dropout = model.model.dropout.p = args.dropout  # a training setting, not part of the shape
+        model.train()
+    return StartingModel(source, log, model, tokenizer)
+
+
+def training_log_of(source: str) -> dict | None:
+    """The training log saved beside a local model, if it has one."""
+    path = os.path.join(source, TRAINING_LOG)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def _check_train_arguments(args) -> None:
@@ -526,7 +583,7 @@ def _new_model(args, tokenizer, checkpoint: str | None) -> CharLSTMForCausalLM:
     return CharLSTMForCausalLM(config)
 
 
-def _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, seconds) -> dict:
+def _training_log(args, reviews, tokenizer, model, trainer, result, final, checkpoint, seconds, start) -> dict:
     state = trainer.state
     world = trainer.args.world_size
     characters_per_step = args.batch_size * world * args.gradient_accumulation_steps * args.seq_len
@@ -574,10 +631,22 @@ def _training_log(args, reviews, tokenizer, model, trainer, result, final, check
         "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
         "best_checkpoint_step": state.best_global_step,
         "resumed_from_step": resumed_from,
+        "initialised_from": _starting_point(start),
         "history": _history(state.log_history),
         "final": final,
         "versions": {"torch": torch.__version__, "transformers": sys.modules["transformers"].__version__},
     }
+
+
+def _starting_point(start: StartingModel | None) -> dict | None:
+    """The model a warm start began with and how it was trained (and what it began with), so a card can say how the
+    whole model was made, not only its last stage."""
+    if start is None:
+        return None
+    kept = ("steps", "characters_seen", "epochs_done", "train_minutes", "device", "batch_size", "learning_rate",
+            "lr_schedule", "initialised_from")
+    earlier = {key: start.log[key] for key in kept if start.log.get(key) is not None}
+    return {"model": display_name(start.source), **earlier}
 
 
 def device_name(device: torch.device, world: int = 1) -> str:
@@ -693,11 +762,7 @@ def evaluate_model(args) -> int:
 
 def _load_for_eval(model_id: str):
     model, tokenizer, model_id = load_model(model_id, GENERATOR)
-    log = None
-    if os.path.isfile(os.path.join(model_id, TRAINING_LOG)):
-        with open(os.path.join(model_id, TRAINING_LOG), encoding="utf-8") as handle:
-            log = json.load(handle)
-    return model.eval(), tokenizer, log
+    return model.eval(), tokenizer, training_log_of(model_id)
 
 
 def _fill_from_training_log(args, log: dict | None) -> None:
