@@ -7,6 +7,7 @@ human texts below after a few dozen steps.
 
 import json
 import random
+import shutil
 
 import datasets
 import pytest
@@ -15,7 +16,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
-from charlstm.detection.data import up_to_last_sentence_end
+from charlstm.detection.calibration import calibrated_probability
+from charlstm.detection.data import MACHINE, up_to_last_sentence_end
 from charlstm.detection.detector import Detector, evaluate
 from charlstm.detection.metrics import (
     auc_interval,
@@ -454,6 +456,33 @@ def test_pipeline_loads_the_calibrated_detector_alone(calibrated_dir):
     text = "The suop wsa lvoely."
     scores = {row["label"]: row["score"] for row in classifier(text, top_k=None)}
     assert Detector(calibrated_dir).predict([text])[0].machine_probability == pytest.approx(scores["machine"], abs=1e-5)
+
+
+def test_calibrating_probabilities_alone_flags_the_same_texts_and_matches_the_share_of_machine_text(
+        detector_dir, detector_data_dir, tmp_path):
+    # The detector as eval_detector.py --record leaves it: with a threshold and an uncertain band.
+    recorded = tmp_path / "recorded"
+    shutil.copytree(detector_dir, recorded)
+    log = json.loads((recorded / "detector_log.json").read_text())
+    (recorded / "detector_log.json").write_text(json.dumps({**log, "threshold": 0.5, "uncertain_band": [0.3, 0.7]}))
+    output = tmp_path / "calibrated"
+    assert main(["detector", "calibrate", str(recorded), str(detector_data_dir), str(output), "--split", "test",
+                 "--no-lexicon"]) == 0
+    calibration = json.loads((output / "detector_log.json").read_text())["calibration"]
+    test = datasets.load_from_disk(str(detector_data_dir))["test"]
+    before, after = Detector(recorded), Detector(output)
+    old, new = before.predict(list(test["text"])), after.predict(list(test["text"]))
+    machine_share = sum(label == MACHINE for label in test["label"]) / len(test)
+    # A logistic regression with a bias matches its texts' share of machine text on average.
+    assert sum(d.machine_probability for d in new) / len(new) == pytest.approx(machine_share, abs=0.01)
+    for was, now in zip(old, new):
+        mapped = calibrated_probability(was.machine_probability, calibration["margin_scale"], calibration["bias"])
+        assert now.machine_probability == pytest.approx(mapped, abs=1e-4)
+        assert (now.label, now.uncertain) == (was.label, was.uncertain)
+    assert calibration["calibration_texts"] == len(test) and 0 <= calibration["calibration_error_after"] <= 1
+    card = render_model_card(output)
+    assert f"calibrated (Platt scaling of the head) on {len(test):,} labelled texts" in card
+    assert "as the classifier trained: not calibrated" in render_model_card(recorded)
 
 
 def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, generator_dir, tmp_path, capsys):

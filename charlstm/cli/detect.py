@@ -104,15 +104,22 @@ def add_commands(subparsers) -> None:
 
     calibrate = commands.add_parser(
         "calibrate",
-        help="give a trained detector a lexicon of the generator's training words",
-        description="Save a copy of a trained detector whose head also reads the share of a text's words missing "
-        "from the generator's training reviews (found from its training_log.json), calibrated on the train split "
-        "of DATA: texts the detector never trained on, e.g. from `charlstm detector build-data --exclude`. "
-        "The LSTM is unchanged; this takes one pass over the texts.",
+        help="calibrate a trained detector's probabilities, optionally with a lexicon of the generator's words",
+        description="Save a copy of a trained detector whose P(machine) is calibrated (Platt scaling of its head) on "
+        "a split of DATA: texts the detector never trained on, e.g. from `charlstm detector build-data --exclude`, "
+        "or its own data's test split. With a lexicon (the default), the head also reads the share of a text's "
+        "words missing from the generator's training reviews (found from its training_log.json). The LSTM is "
+        "unchanged; this takes one pass over the texts.",
     )
     calibrate.add_argument("detector", help="trained detector directory")
-    calibrate.add_argument("data", help="`charlstm detector build-data` output apart from the detector's own data")
+    calibrate.add_argument("data", help="`charlstm detector build-data` output with texts the detector never trained "
+                           "on")
     calibrate.add_argument("output", help="directory to save the calibrated detector to (not the detector's own)")
+    calibrate.add_argument("--split", choices=["train", "test"], default="train",
+                           help="the split of DATA to calibrate on (default: %(default)s)")
+    calibrate.add_argument("--no-lexicon", action="store_true",
+                           help="only calibrate the probabilities: no ranking changes, so the threshold and "
+                           "uncertain band in the detector's log carry over through the same map")
     calibrate.add_argument("--generator", help="generator directory (default: the one in the detector's log)")
     calibrate.add_argument("--test-data", help="build-data directory whose test split the log reports (default: DATA)")
     add_training_data_arguments(calibrate)
@@ -263,7 +270,7 @@ def run_train_detector(args) -> int:
 
 
 def run_calibrate(args) -> int:
-    from ..detection.calibration import calibrate_detector
+    from ..detection.calibration import calibrate_detector, calibrated_probability
     from ..detection.data import held_out_reviews, load_detector_data
     from ..detection.detector import Detector, evaluate
     from ..generation.loading import DETECTOR, GENERATOR, check_kind, load_model
@@ -273,18 +280,31 @@ def run_calibrate(args) -> int:
     load_model(args.detector, DETECTOR)  # a wrong or broken detector fails before the data loads
     log_path = Path(args.detector) / DETECTOR_LOG
     log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
-    generator_dir = check_kind(args.generator or log.get("generator"), GENERATOR)
-    data = load_detector_data(args.data, needs=("train",))
+    data = load_detector_data(args.data, needs=(args.split,))
     test = load_detector_data(args.test_data, needs=("test",))["test"] if args.test_data else data.get("test")
-    reviews = held_out_reviews(generator_dir, args.human_data, args.validation_fraction, args.data_seed)
-    lexicon_texts = reviews.train["text"]  # the words the generator learned from
-    log["lexicon"] = {
-        "generator": generator_dir,
-        "data": args.data,
-        **calibrate_detector(args.detector, lexicon_texts, data["train"], args.output),
-    }
+    lexicon_texts = None
+    if not args.no_lexicon:
+        generator_dir = check_kind(args.generator or log.get("generator"), GENERATOR)
+        reviews = held_out_reviews(generator_dir, args.human_data, args.validation_fraction, args.data_seed)
+        lexicon_texts = reviews.train["text"]  # the words the generator learned from
+    record = calibrate_detector(args.detector, data[args.split], args.output, lexicon_texts)
+    if args.no_lexicon:
+        log["calibration"] = {"data": args.data, "split": args.split, **record}
+        # The same texts are flagged, now at the calibrated probability of the old threshold; likewise the band.
+        def mapped(probability: float) -> float:
+            return calibrated_probability(probability, record["margin_scale"], record["bias"])
+
+        if log.get("threshold") is not None:
+            log["threshold"] = mapped(log["threshold"])
+        if log.get("uncertain_band"):
+            log["uncertain_band"] = [mapped(value) for value in log["uncertain_band"]]
+    else:
+        log["lexicon"] = {"generator": generator_dir, "data": args.data, **record}
+        # A lexicon reorders texts: what eval_detector.py --record measured no longer describes this detector.
+        for key in ("tested_on", "threshold", "threshold_false_positive_rate", "uncertain_band"):
+            log.pop(key, None)
     if test is not None:
         log["test"] = evaluate(Detector(args.output), test)
     write_json(os.path.join(args.output, DETECTOR_LOG), log)
-    print(json.dumps({"lexicon": log["lexicon"], "test": log.get("test", {})}, indent=2))
+    print(json.dumps({key: log[key] for key in ("calibration", "lexicon", "test") if key in log}, indent=2))
     return 0

@@ -54,6 +54,23 @@ def auc_interval(
     return values[int(tail * resamples)], values[min(resamples - 1, int((1.0 - tail) * resamples))]
 
 
+def expected_calibration_error(labels: Sequence[int], probabilities: Sequence[float], bins: int = 10) -> float:
+    """
+    How far P(machine) is from how often texts were machine-written: the texts are put in `bins` equal-width bins
+    of their probability, and each bin's gap between its mean probability and its share of machine texts is
+    weighed by its share of the texts. 0 is perfect.
+    """
+    if not labels or len(labels) != len(probabilities):
+        raise ValueError("expected as many probabilities as labels, and at least one")
+    sums: dict[int, list[float]] = {}
+    for label, probability in zip(labels, probabilities):
+        totals = sums.setdefault(min(int(probability * bins), bins - 1), [0.0, 0.0, 0])
+        totals[0] += probability
+        totals[1] += label
+        totals[2] += 1
+    return sum(abs(probability - machine) for probability, machine, _ in sums.values()) / len(labels)
+
+
 def threshold_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float) -> dict[str, float]:
     """
     Accuracy, precision and recall for the machine class, and the share of human texts called machine (what a real
