@@ -464,7 +464,9 @@ def test_calibrating_probabilities_alone_flags_the_same_texts_and_matches_the_sh
     recorded = tmp_path / "recorded"
     shutil.copytree(detector_dir, recorded)
     log = json.loads((recorded / "detector_log.json").read_text())
-    (recorded / "detector_log.json").write_text(json.dumps({**log, "threshold": 0.5, "uncertain_band": [0.3, 0.7]}))
+    tested_on = [{"name": "own samples", "roc_auc": 0.9, "human": 10, "machine": 10}]
+    (recorded / "detector_log.json").write_text(json.dumps({**log, "tested_on": tested_on, "threshold": 0.5,
+                                                            "uncertain_band": [0.3, 0.7]}))
     output = tmp_path / "calibrated"
     assert main(["detector", "calibrate", str(recorded), str(detector_data_dir), str(output), "--split", "test",
                  "--no-lexicon"]) == 0
@@ -480,6 +482,8 @@ def test_calibrating_probabilities_alone_flags_the_same_texts_and_matches_the_sh
         assert now.machine_probability == pytest.approx(mapped, abs=1e-4)
         assert (now.label, now.uncertain) == (was.label, was.uncertain)
     assert calibration["calibration_texts"] == len(test) and 0 <= calibration["calibration_error_after"] <= 1
+    assert f"calibrated on held-out texts of which {machine_share:.0%} were machine-written" in after.caveat()
+    assert "calibrated" not in before.caveat()
     card = render_model_card(output)
     assert f"calibrated (Platt scaling of the head) on {len(test):,} labelled texts" in card
     assert "as the classifier trained: not calibrated" in render_model_card(recorded)

@@ -84,7 +84,8 @@ def calibrate_detector(detector_dir: str, data: Dataset, output_dir: str, lexico
             model.lexicon_score.bias.mul_(scale)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    record = {"calibration_texts": len(labels), "margin_scale": scale, "bias": bias, **errors}
+    record = {"calibration_texts": len(labels), "machine_share": labels.mean().item(), "margin_scale": scale,
+              "bias": bias, **errors}
     if lexicon is not None:
         shares = inputs[:, 1].pow(2)
         record.update(words=len(lexicon), unknown_share_weight=weights[1], median_unknown_share={

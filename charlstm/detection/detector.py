@@ -62,6 +62,8 @@ class Detector:
                              "probability in (0, 1]")
         band = log.get("uncertain_band")
         self.uncertain_band: tuple[float, float] | None = tuple(band) if band else None
+        # The share of machine text among the texts P(machine) was calibrated on, where it was.
+        self.calibrated_share: float | None = (log.get("calibration") or {}).get("machine_share")
 
     def is_uncertain(self, probability: float) -> bool:
         low, high = self.uncertain_band or (self.threshold, self.threshold)
@@ -83,6 +85,9 @@ class Detector:
         if flagged:
             warning += (f" It called {_span(flagged, '{:.0%}')} of these sources' human reviews "
                         "machine-written: a verdict is a reason to look closer, never proof.")
+        if self.calibrated_share is not None:
+            warning += (f" P(machine) is calibrated on held-out texts of which {self.calibrated_share:.0%} were "
+                        "machine-written: where fakes are rarer, more of the reviews it flags are real.")
         return f"Tested on held-out texts (whole reviews): {figures}.{verdict}{warning}"
 
     def predict(self, texts: list[str], batch_size: int = 32) -> list[Detection]:
