@@ -5,8 +5,6 @@ row starts from zeros where its stream starts, and a resumed run goes on with th
 """
 
 import os
-import subprocess
-import sys
 
 import datasets
 import pytest
@@ -20,7 +18,7 @@ from charlstm.runfiles import CARRIED_STATE
 from charlstm.training.data import IGNORE_INDEX, ParallelStreams, framed_stream
 from charlstm.training.trainer import make_trainer
 from tests.conftest import make_tiny_model
-from tests.test_training import REPO_ROOT, TINY_RUN, make_reviews, write_jsonl
+from tests.test_training import TINY_RUN, make_reviews, run_under_torchrun, write_jsonl
 
 ROWS, SEQ_LEN = 4, 16
 
@@ -167,9 +165,7 @@ def test_two_ddp_processes_carry_the_same_streams_as_one_process_with_both_batch
     one = carried_run(reviews_file, tmp_path / "one", *steps)
     assert main(one) == 0
     two = carried_run(reviews_file, tmp_path / "two", *steps, "--batch-size", "4")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "charlstm.cli", *two]
-    finished = subprocess.run(command, check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    finished = run_under_torchrun(*two)
     assert finished.returncode == 0, finished.stderr[-3000:]
 
     weights, state, _ = checkpoint_files(tmp_path / "one", 10)

@@ -10,9 +10,11 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import datasets
+import psutil
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -317,13 +319,35 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_as_an_unbroken_r
         assert torch.allclose(value, other, atol=1e-4), name
 
 
+def run_under_torchrun(*cli_args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`charlstm CLI_ARGS` in two DDP processes on the CPU. A run still going after `timeout` fails the test instead of
+    hanging it: torchrun's workers run in sessions of their own and outlive it, so they are ended one by one."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "charlstm.cli", *cli_args]
+    # Files, not pipes: a worker left behind would hold a pipe open, and reading it to its end would never return.
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=stdout, stderr=stderr, text=True)
+        hung = False
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            hung = True
+            for survivor in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
+                survivor.kill()
+            process.wait()
+        stdout.seek(0)
+        stderr.seek(0)
+        finished = subprocess.CompletedProcess(command, process.returncode, stdout.read(), stderr.read())
+    if hung:
+        pytest.fail(f"two-process run still going after {timeout:.0f} s:\n{finished.stderr[-3000:]}")
+    return finished
+
+
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu_trains_and_saves_one_model(tmp_path, reviews_file):
     output = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "charlstm.cli", "train", "--dataset", reviews_file, "--condition-on-stars", *TINY_RUN,
-               "--max-steps", "30", "--eval-steps", "10", "--output-dir", str(output)]
-    finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    finished = run_under_torchrun("train", "--dataset", reviews_file, "--condition-on-stars", *TINY_RUN,
+                                  "--max-steps", "30", "--eval-steps", "10", "--output-dir", str(output))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert finished.stdout.count("model saved to") == 1  # only the main process saves and reports
     log = read_log(output)

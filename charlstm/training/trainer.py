@@ -347,8 +347,21 @@ def train_model(args) -> int:
     # Under torchrun the other ranks would otherwise exit while the main one still saves, and a rank that exits with
     # its process group alive can abort ("terminate called without an active exception") and fail the whole run.
     trainer.accelerator.wait_for_everyone()
+    _free_distributed_wrapper(trainer)
     trainer.accelerator.end_training()
     return 0
+
+
+def _free_distributed_wrapper(trainer) -> None:
+    """Free DDP's wrapper, and with it its gradient reducer, while the process group is still registered.
+
+    The reducer owns a reference to the process group. Freed after `end_training` has destroyed the group, it is the
+    group's last owner: its deallocation keeps the GIL while it joins gloo's worker threads, and a worker that needs
+    the GIL to drop a finished collective's tensor never returns, so the process hangs at exit now and then
+    (pytorch/pytorch#56297). Freed first, the group ends in destroy_process_group, whose binding releases the GIL.
+    """
+    trainer.model_wrapped = trainer.model
+    trainer.accelerator.free_memory()  # drops the accelerator's own references, then collects
 
 
 @dataclass
