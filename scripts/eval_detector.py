@@ -124,6 +124,12 @@ def stacked_scores(detector_scores: list[float], statistics: list[dict], human_c
     for name in STATISTICS:
         values = np.array([row[name] for row in statistics])
         columns += [values, (values - human_centers[name]) ** 2]
+    return out_of_fold_probabilities(columns, labels, strata)
+
+
+def out_of_fold_probabilities(columns: list, labels: list[int], strata: list[str]) -> list[float]:
+    """P(machine) of a logistic regression on `columns` (one value per text each), every text predicted by the
+    model fitted on the other four of five folds, stratified by `strata`."""
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(columns[0], strata)
     return cross_val_predict(model, np.stack(columns, axis=1), labels, cv=list(folds),
