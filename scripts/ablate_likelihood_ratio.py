@@ -31,7 +31,7 @@ from charlstm.detection.data import MACHINE, load_detector_data, without_sources
 from charlstm.detection.detector import Detector
 from charlstm.detection.metrics import auc_interval, roc_auc
 from charlstm.detection.scoring import score_texts
-from charlstm.generation.loading import GENERATOR, load_model, model_source
+from charlstm.loading import GENERATOR, load_model, model_source
 from charlstm.runfiles import write_json
 from charlstm.training.data import pack_reviews
 from charlstm.training.trainer import make_trainer

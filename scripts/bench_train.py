@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
 from charlstm import CharLSTMForCausalLM
-from charlstm.cli import build_parser
-from charlstm.training.trainer import make_trainer, prepare_run
+from charlstm.training.config import TrainConfig
+from charlstm.training.run import prepare_run
+from charlstm.training.trainer import make_trainer
 
 
 class StepClock(TrainerCallback):
@@ -88,13 +89,12 @@ def main() -> None:
     options = parser.parse_args()
 
     output = tempfile.mkdtemp(prefix="bench-train-")
-    args = build_parser().parse_args([
-        "train", "--dataset", options.dataset, "--condition-on-stars", "--validation-fraction", "0.02",
-        "--preset", options.preset, "--seq-len", str(options.seq_len), "--batch-size", str(options.batch_size),
-        "--max-steps", str(options.steps), "--eval-steps", str(10**9), "--logging-steps", "10",
-        "--output-dir", output, "--overwrite",
-    ])
-    run = prepare_run(args)
+    config = TrainConfig(
+        dataset=options.dataset, condition_on_stars=True, validation_fraction=0.02, preset=options.preset,
+        seq_len=options.seq_len, batch_size=options.batch_size, max_steps=options.steps, eval_steps=10**9,
+        logging_steps=10, output_dir=output, overwrite=True,
+    )
+    run = prepare_run(config)
     run.training_args.disable_tqdm = True
     # No evaluation or checkpoint when a round ends: they are not among the measured steps, only time lost.
     run.training_args.eval_strategy = run.training_args.save_strategy = "no"

@@ -1,6 +1,6 @@
 """Recipes for the generator at equal training time: held-out bpc of each after the same wall-clock budget.
 
-Every recipe is `charlstm train` options on top of scripts/train_yelp.sh's settings, trained one after another in
+Every recipe is `TrainConfig` fields on top of the `yelp` recipe (scripts/train_yelp.sh), trained one after another in
 this process with the command's own preparation and Trainer (`prepare_run`, `make_trainer`), so what is measured
 is what ships. The one exception is the IBM code pattern's recipe, which is not a `charlstm train` option: windows
 of 256 characters taken every 3 characters of the same framed reviews, each labelled only with the character that
@@ -27,17 +27,17 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from charlstm.cli import build_parser
+from charlstm.training.config import recipe_config
 from charlstm.training.data import IGNORE_INDEX, framed_stream, pack_reviews
-from charlstm.training.trainer import make_trainer, prepare_run
+from charlstm.training.run import prepare_run
+from charlstm.training.trainer import make_trainer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "yelp_reviews.jsonl"))
 
-# scripts/train_yelp.sh's settings, less its budget and evaluation schedule (this script sets those).
-TODAY = ["--condition-on-stars", "--validation-fraction", "0.2", "--seed", "0", "--preset", "small",
-         "--seq-len", "256", "--batch-size", "32", "--learning-rate", "2e-3", "--lr-schedule", "cosine",
-         "--warmup-steps", "30", "--max-grad-norm", "1.0", "--logging-steps", "10"]
+# The recipe of the bundled model (scripts/train_yelp.sh), less its budget, threads and evaluation schedule, which
+# this script sets.
+TODAY = "yelp"
 EVAL_SEQ_LEN = 256
 IBM_WINDOW, IBM_STEP = 256, 3
 
@@ -45,7 +45,7 @@ IBM_WINDOW, IBM_STEP = 256, 3
 @dataclass
 class Recipe:
     name: str
-    options: list[str] = field(default_factory=list)  # added to TODAY
+    options: dict = field(default_factory=dict)  # TrainConfig fields set on top of TODAY
     threads: int = 1
     ibm_windows: bool = False
 
@@ -53,12 +53,12 @@ class Recipe:
 RECIPES = [
     Recipe("today"),
     Recipe("ibm-windows", ibm_windows=True),
-    Recipe("carry-state", ["--carry-state"]),
-    Recipe("batch-16", ["--batch-size", "16"]),
-    Recipe("batch-64-seq-128", ["--batch-size", "64", "--seq-len", "128"]),
-    Recipe("linear-decay", ["--lr-schedule", "linear"]),
-    Recipe("wide-1x800", ["--hidden-sizes", "800"]),
-    Recipe("deep-3x384", ["--hidden-sizes", "384,384,384"]),
+    Recipe("carry-state", {"carry_state": True}),
+    Recipe("batch-16", {"batch_size": 16}),
+    Recipe("batch-64-seq-128", {"batch_size": 64, "seq_len": 128}),
+    Recipe("linear-decay", {"lr_schedule": "linear"}),
+    Recipe("wide-1x800", {"hidden_sizes": [800]}),
+    Recipe("deep-3x384", {"hidden_sizes": [384, 384, 384]}),
     Recipe("two-threads", threads=2),
 ]
 
@@ -105,22 +105,19 @@ class ReportTimes(TrainerCallback):
 def train_recipe(recipe: Recipe, options) -> dict:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"compare-{recipe.name}-") as output:
-        args = build_parser().parse_args([
-            "train", "--dataset", options.dataset, *TODAY, *recipe.options,
-            "--threads", str(recipe.threads),
-            "--max-minutes", str(options.report_minutes[-1]), "--eval-steps", str(10**9), "--output-dir", output,
-        ])
-        run = prepare_run(args)
+        config = recipe_config(TODAY, dataset=options.dataset, **recipe.options, threads=recipe.threads,
+                               max_minutes=options.report_minutes[-1], eval_steps=10**9, output_dir=output)
+        run = prepare_run(config)
         run.training_args.disable_tqdm = True
         held_out = run.reviews.held_out.select(range(min(options.eval_reviews, len(run.reviews.held_out))))
         eval_blocks = pack_reviews(held_out, run.tokenizer, EVAL_SEQ_LEN, condition_on_stars=True,
                                    desc="packing held-out subset")
-        train_data, predicted_per_example = run.train_blocks, args.seq_len
+        train_data, predicted_per_example = run.train_blocks, config.seq_len
         if recipe.ibm_windows:
             train_data = NextCharacterWindows(*framed_stream(run.reviews.train, run.tokenizer, True))
             predicted_per_example = 1
         trainer = make_trainer(run.model, run.tokenizer, run.training_args, train_data, eval_blocks,
-                               max_minutes=args.max_minutes)
+                               max_minutes=config.max_minutes)
         reports = ReportTimes(trainer.clock, options.report_minutes)
         trainer.add_callback(reports)
         # With the loss at a window's last character only, the gradients fade back along the window into denormal
@@ -137,7 +134,7 @@ def train_recipe(recipe: Recipe, options) -> dict:
         "options": recipe.options if not recipe.ibm_windows else [f"IBM windows {IBM_WINDOW}, step {IBM_STEP}"],
         "threads": recipe.threads,
         "num_parameters": run.model.num_parameters(),
-        "characters_per_second": round(steps * args.batch_size * predicted_per_example / seconds, 1),
+        "characters_per_second": round(steps * config.batch_size * predicted_per_example / seconds, 1),
         "steps": steps,
         "train_minutes": round(seconds / 60.0, 2),
         # The machine's 1-minute load before and after: other processes slow a recipe down.

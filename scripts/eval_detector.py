@@ -47,7 +47,7 @@ from charlstm.detection.detector import Detector
 from charlstm.detection.metrics import auc_interval, roc_auc, threshold_for_false_positive_rate, threshold_metrics
 from charlstm.detection.scoring import score_texts
 from charlstm.detection.zero_shot import STATISTICS, ZeroShotDetector, text_statistics
-from charlstm.generation.loading import load_generator
+from charlstm.generation.sampling import load_generator
 from charlstm.runfiles import DETECTOR_LOG, write_json
 
 # Name -> characters kept from the start of each text, on equal-length crops so that length itself cannot decide

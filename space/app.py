@@ -17,10 +17,10 @@ import gradio as gr
 
 from charlstm.detection.detector import Detection, Detector
 from charlstm.detection.scoring import score_text
-from charlstm.generation.loading import BUNDLED_DETECTOR, display_name, load_generator
-from charlstm.generation.sampling import ReviewGenerator
+from charlstm.generation.sampling import ReviewGenerator, load_generator
 from charlstm.generation.settings import GenerationSettings, Limits, check_settings
 from charlstm.generation.streaming import REVIEW_SEPARATOR
+from charlstm.loading import BUNDLED_DETECTOR, display_name
 
 # Tighter than the command line's: one Space is shared by everyone who opens it.
 SPACE_LIMITS = Limits(max_prompt_chars=500, max_new_tokens=1000, max_num_reviews=4, max_temperature=2.0)

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from charlstm.generation.loading import BUNDLED_DETECTOR, BUNDLED_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 import charlstm
-from charlstm.generation.loading import BUNDLED_DETECTOR, BUNDLED_MODEL
 
 charlstm.register()  # the bundled directories load through the Auto classes below
 

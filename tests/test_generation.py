@@ -9,9 +9,10 @@ import torch
 
 from charlstm import star_token
 from charlstm.cli import main
-from charlstm.generation.loading import BUNDLED_MODEL, load_generator
+from charlstm.generation.sampling import load_generator
 from charlstm.generation.settings import GenerationSettings, Limits, check_settings
 from charlstm.generation.streaming import REVIEW_SEPARATOR, BatchCharacterStreamer
+from charlstm.loading import BUNDLED_MODEL
 
 
 @pytest.fixture(scope="module")

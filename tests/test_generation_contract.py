@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import pipeline
 
-from charlstm.generation.loading import BUNDLED_MODEL
+from charlstm.generation.sampling import saved_generation_config
+from charlstm.generation.settings import GenerationSettings
 from charlstm.hub.endpoint_handler import EndpointHandler
-from charlstm.training.trainer import saved_generation_config
+from charlstm.loading import BUNDLED_MODEL
 from tests.conftest import make_tiny_model
 
 PROMPT = "The tacos"
@@ -67,6 +68,16 @@ def test_endpoint_handler_never_writes_the_suppressed_tokens(tmp_path, tiny_toke
 def test_bundled_generation_config_suppresses_the_special_tokens():
     saved = json.loads((BUNDLED_MODEL / "generation_config.json").read_text(encoding="utf-8"))
     assert saved["suppress_tokens"] == [0, 1, 3, 4, 5, 6, 7, 8]  # pad, bos, unk, the five star tokens
+
+
+def test_pipeline_and_charlstm_generate_sample_with_the_same_defaults():
+    # generation_config.json is what pipeline("text-generation"), the endpoint and a Hub user's generate read; the
+    # command line and the Space start from GenerationSettings. One source: the bundled model must agree with it.
+    saved = json.loads((BUNDLED_MODEL / "generation_config.json").read_text(encoding="utf-8"))
+    defaults = GenerationSettings()
+    assert saved["do_sample"] is True
+    assert (saved["temperature"], saved.get("top_k", 50), saved.get("top_p", 1.0), saved["max_new_tokens"]) == (
+        defaults.temperature, defaults.top_k, defaults.top_p, defaults.max_new_tokens)
 
 
 @pytest.fixture(scope="module")

@@ -161,7 +161,7 @@ def test_a_model_that_cannot_be_quantized_stays_fp32_with_a_warning(tiny_tokeniz
 @needs_int8
 def test_the_cli_and_space_loader_use_int8_unless_told_not_to(tiny_model_dir, capsys):
     from charlstm.cli import main
-    from charlstm.generation.loading import load_generator
+    from charlstm.generation.sampling import load_generator
 
     assert is_quantized(load_generator(tiny_model_dir).model)
     assert not is_quantized(load_generator(tiny_model_dir, int8=False).model)

@@ -18,7 +18,7 @@ from huggingface_hub import SpaceCard
 
 from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
 from charlstm.detection.detector import Detector
-from charlstm.generation.loading import load_generator
+from charlstm.generation.sampling import load_generator
 from charlstm.generation.settings import GenerationSettings, check_settings
 from charlstm.generation.streaming import REVIEW_SEPARATOR
 

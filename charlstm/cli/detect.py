@@ -202,7 +202,7 @@ def run_detect(args) -> int:
 def run_build_data(args) -> int:
     from ..detection.data import build_detector_data, held_out_reviews, load_detector_data
     from ..detection.labelled import load_labelled, parse_label_map
-    from ..generation.loading import load_generator
+    from ..generation.sampling import load_generator
 
     label_map = parse_label_map(args.label_map)
     # Labelled data first: its mistakes show at once, before the generator loads.
@@ -244,7 +244,7 @@ def run_train_detector(args) -> int:
     from ..detection.data import load_detector_data, without_sources
     from ..detection.detector import Detector, evaluate
     from ..detection.training import train_detector
-    from ..generation.loading import GENERATOR, load_model
+    from ..loading import GENERATOR, load_model
 
     generator_dir = load_model(args.generator, GENERATOR)[2]  # a wrong or broken generator fails before the data
     data = without_sources(load_detector_data(args.data), args.leave_out_source)
@@ -273,7 +273,7 @@ def run_calibrate(args) -> int:
     from ..detection.calibration import calibrate_detector, calibrated_probability
     from ..detection.data import held_out_reviews, load_detector_data
     from ..detection.detector import Detector, evaluate
-    from ..generation.loading import DETECTOR, GENERATOR, check_kind, load_model
+    from ..loading import DETECTOR, GENERATOR, check_kind, load_model
 
     if os.path.realpath(args.output) == os.path.realpath(args.detector):
         raise UsageError("give an output directory other than the detector's own: a failed run must not break it")

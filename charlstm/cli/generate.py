@@ -34,7 +34,7 @@ def add_commands(subparsers) -> None:
 
 
 def run_generate(args) -> int:
-    from ..generation.loading import load_generator
+    from ..generation.sampling import load_generator
     from ..generation.streaming import REVIEW_SEPARATOR
 
     settings = check_settings(

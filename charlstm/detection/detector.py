@@ -15,7 +15,7 @@ from transformers import pipeline
 
 from .. import register
 from ..errors import UsageError
-from ..generation.loading import DETECTOR, load_model
+from ..loading import DETECTOR, load_model
 from ..runfiles import DETECTOR_LOG
 from .data import MACHINE
 from .metrics import roc_auc, threshold_metrics

@@ -19,7 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .. import register
 from ..errors import UsageError
 from ..runfiles import TRAINER_STATE
-from ..training.trainer import device_name
+from ..training.report import device_name
 from .data import LABELS
 
 # The generator loads through the Auto classes, and the saved detector gets the code files and `auto_map`.

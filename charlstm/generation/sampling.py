@@ -4,6 +4,7 @@ Everything between a person's settings and `generate` lives here (building the p
 early), so the command line and the Space give the same reviews for the same seed.
 """
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from transformers.generation import (
 )
 
 from ..errors import UsageError
+from ..loading import GENERATOR, load_model
+from ..quantization import quantize
 from ..tokenization_charlstm import star_token
 from .settings import GenerationSettings
 from .streaming import BatchCharacterStreamer, ReviewsSoFar
@@ -63,6 +66,31 @@ class SeededSampling(LogitsProcessor):
         probabilities = scores.float().softmax(dim=-1).cpu()
         choice = torch.multinomial(probabilities, 1, generator=self.generator).to(scores.device)
         return torch.full_like(scores, float("-inf")).scatter_(1, choice, 0.0)
+
+
+def suppressed_ids(tokenizer) -> list[int]:
+    """A review is characters and then <eos>: never <pad>, <bos>, <unk> or a star token in the middle."""
+    return sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+
+
+def saved_generation_config(tokenizer) -> GenerationConfig:
+    """
+    The generation_config.json a trained model is saved with: the sampling defaults of `GenerationSettings` (so
+    `pipeline("text-generation")`, a Hub user's `generate`, the endpoint handler, `charlstm generate` and the Space
+    sample the same way), and the special tokens that never belong inside a review as `suppress_tokens`.
+    """
+    defaults = GenerationSettings()
+    return GenerationConfig(
+        do_sample=True,
+        temperature=defaults.temperature,
+        top_k=defaults.top_k,
+        top_p=defaults.top_p,
+        max_new_tokens=defaults.max_new_tokens,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=suppressed_ids(tokenizer),
+    )
 
 
 @dataclass
@@ -145,9 +173,7 @@ class ReviewGenerator:
         if settings.seed is None:
             raise ValueError("settings have no seed: pass them through check_settings first")
         input_ids = input_ids.expand(settings.num_reviews, -1)
-        # A review is characters and then <eos>: never <pad>, <bos>, <unk> or a star token in the middle.
-        suppressed = [index for index in self.tokenizer.all_special_ids if index != self.tokenizer.eos_token_id]
-        filters = [SuppressTokensLogitsProcessor(suppressed, device=str(input_ids.device))]
+        filters = [SuppressTokensLogitsProcessor(suppressed_ids(self.tokenizer), device=str(input_ids.device))]
         if settings.temperature != 1.0:
             filters.append(TemperatureLogitsWarper(settings.temperature))
         if settings.top_k:
@@ -175,3 +201,15 @@ class ReviewGenerator:
             stopping_criteria=StoppingCriteriaList([StopWhenSet(*stops)]),
             streamer=streamer,
         )
+
+
+def load_generator(model: str | os.PathLike | None = None, int8: bool = True) -> ReviewGenerator:
+    """
+    The generator at `model` (None: the bundled one) behind `ReviewGenerator`. `int8` quantizes the LSTM and
+    linear weights for CPU inference (`charlstm.quantize`), several times faster at batch 1; where int8 cannot
+    run, the model stays fp32 with a warning.
+    """
+    causal_lm, tokenizer, source = load_model(model, GENERATOR)
+    if int8:
+        causal_lm = quantize(causal_lm, inplace=True)
+    return ReviewGenerator(causal_lm, tokenizer, source)

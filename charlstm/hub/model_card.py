@@ -19,8 +19,9 @@ from transformers import GenerationConfig, pipeline
 
 from .. import register
 from ..errors import MissingFileError
-from ..generation.loading import DETECTOR, kind_of, load_config, load_generator, load_model
+from ..generation.sampling import load_generator
 from ..generation.settings import GenerationSettings, check_settings
+from ..loading import DETECTOR, kind_of, load_config, load_model
 from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
 
 # Package data. templates/model_card.md is a link to the design card at the top of the repository; a build copies it.

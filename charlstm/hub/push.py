@@ -29,7 +29,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError
 
 from ..errors import MissingFileError, UsageError
-from ..generation.loading import DETECTOR, kind_of, load_config, load_model
+from ..loading import DETECTOR, kind_of, load_config, load_model
 from ..runfiles import DETECTOR_LOG, TRAINING_CURVES, TRAINING_LOG
 from .model_card import render_model_card
 

@@ -17,13 +17,12 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .. import register
-from ..errors import MissingFileError, UsageError
-from .sampling import ReviewGenerator
+from . import register
+from .errors import MissingFileError, UsageError
 
 # The models the project ships, as package data: used whenever no model is named. The generator is made by
 # `charlstm train` (scripts/train_yelp.sh), the detector by `charlstm detector train` (scripts/build_detector.sh).
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_MODEL = BUNDLED_DIR / "charlstm-yelp"
 BUNDLED_DETECTOR = BUNDLED_DIR / "charlstm-yelp-detector"
 
@@ -138,20 +137,6 @@ def load_model(model: str | os.PathLike | None, kind: str):
     except (OSError, ValueError, TypeError) as error:
         raise MissingFileError(f"could not load the tokenizer of {source}: {_first_line(error)}") from None
     return loaded.eval(), tokenizer, source
-
-
-def load_generator(model: str | os.PathLike | None = None, int8: bool = True) -> ReviewGenerator:
-    """
-    The generator at `model` (None: the bundled one) behind `ReviewGenerator`. `int8` quantizes the LSTM and
-    linear weights for CPU inference (`charlstm.quantize`), several times faster at batch 1; where int8 cannot
-    run, the model stays fp32 with a warning.
-    """
-    causal_lm, tokenizer, source = load_model(model, GENERATOR)
-    if int8:
-        from ..quantization import quantize
-
-        causal_lm = quantize(causal_lm, inplace=True)
-    return ReviewGenerator(causal_lm, tokenizer, source)
 
 
 @contextmanager
