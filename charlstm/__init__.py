@@ -1,13 +1,16 @@
 """charlstm: a character-level LSTM review generator and fake-review detector for the Hugging Face stack.
 
-`import charlstm` is light (no torch, no transformers), so the `charlstm` command starts at once. The public names
-below load on first use (PEP 562), and that first use also registers the classes with the Auto classes, so a saved
-directory loads with `AutoModelForCausalLM.from_pretrained(path)` without `trust_remote_code`:
+`import charlstm` is light (no torch, no transformers), so the `charlstm` command starts at once. It registers the
+classes with the Auto classes where transformers is already imported; otherwise the first use of a public name below
+(they load on first use, PEP 562) or `charlstm.register()` does, and then a saved directory loads with
+`AutoModelForCausalLM.from_pretrained(path)` without `trust_remote_code`:
 
-    from charlstm import quantize          # or any other public name; `charlstm.register()` does it explicitly
+    import charlstm
+    charlstm.register()
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -74,3 +77,8 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
+
+
+# Imported after transformers (`from transformers import ...; import charlstm`), registering costs nothing more.
+if "transformers" in sys.modules:
+    register()

@@ -408,41 +408,11 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         return CharLSTMCausalLMOutput(loss=loss, logits=logits, cache=cache, hidden_states=hidden_states)
 
 
-# Word hashes are taken modulo this prime, so that a lexicon of them fits an int64 buffer.
-WORD_HASH_MODULUS = 2**61 - 1
-
-
-def letter_code(character: str) -> int:
-    """A letter's lower-case code point, which words are made of; 0 for anything else (a word boundary)."""
-    if not character.isalpha():
-        return 0
-    lower = character.lower()
-    return ord(lower) if len(lower) == 1 else ord(character)
-
-
-def word_hashes(codes: list[int]) -> list[int]:
-    """One hash per word of a text given as letter codes (`letter_code`), a word being a run of non-zero codes."""
-    hashes, current, in_word = [], 0, False
-    for code in codes:
-        if code:
-            current, in_word = (current * 1_000_003 + code) % WORD_HASH_MODULUS, True
-        elif in_word:
-            hashes.append(current)
-            current, in_word = 0, False
-    if in_word:
-        hashes.append(current)
-    return hashes
-
-
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
     """
     Classifies a whole text from the top-layer states (`config.classifier_pooling`): the state at its last real
     character, which is simply the last position for left and right padding alike (padding positions repeat the
     last real output), or the mean over its real characters.
-
-    With a lexicon (`config.lexicon_size`), the logits also get a linear term in the square root of the share of
-    the text's words that the lexicon lacks. The lexicon is a sorted buffer of word hashes and `letter_codes` maps
-    each token id to its `letter_code`, so the model reads words from token ids and needs no tokenizer.
     """
 
     # The classification loss is a plain mean that ignores `num_items_in_batch`: this tells Trainer so, or
@@ -455,22 +425,7 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         self.model = CharLSTMModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.score = nn.Linear(config.hidden_sizes[-1], config.num_labels)
-        if config.lexicon_size:
-            self.register_buffer("letter_codes", torch.zeros(config.vocab_size, dtype=torch.long))
-            self.register_buffer("lexicon", torch.zeros(config.lexicon_size, dtype=torch.long))
-            self.lexicon_score = nn.Linear(1, config.num_labels)
         self.post_init()
-
-    def unknown_word_share(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """Per row, the share of its words that are not in the lexicon; 0 for a row without words."""
-        rows = [word_hashes(codes) for codes in self.letter_codes[input_ids].tolist()]
-        hashes = torch.tensor([value for row in rows for value in row], dtype=torch.long, device=input_ids.device)
-        unknown = (~torch.isin(hashes, self.lexicon)).tolist()
-        shares, start = [], 0
-        for row in rows:
-            shares.append(sum(unknown[start : start + len(row)]) / len(row) if row else 0.0)
-            start += len(row)
-        return torch.tensor(shares, device=input_ids.device)
 
     def forward(
         self,
@@ -493,11 +448,6 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         else:
             pooled = hidden[:, -1]
         logits = self.score(self.dropout(pooled))
-        if self.config.lexicon_size:
-            if input_ids is None:
-                raise ValueError("a classifier with a lexicon reads words from input_ids: pass them, not inputs_embeds")
-            share = self.unknown_word_share(input_ids).to(logits.dtype)
-            logits = logits + self.lexicon_score(share.sqrt().unsqueeze(-1))
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

@@ -27,10 +27,11 @@ import torch
 from eval_detector import out_of_fold_probabilities  # scripts/ is on the path of a script run from it
 from transformers import TrainingArguments
 
-from charlstm.detection.data import MACHINE, load_detector_data, without_sources
+from charlstm.detection.data import load_detector_data, without_sources
 from charlstm.detection.detector import Detector
 from charlstm.detection.metrics import auc_interval, roc_auc
 from charlstm.detection.scoring import score_texts
+from charlstm.detection.settings import MACHINE
 from charlstm.loading import GENERATOR, load_model, model_source
 from charlstm.runfiles import write_json
 from charlstm.training.data import pack_reviews

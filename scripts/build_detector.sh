@@ -19,11 +19,8 @@
 #    texts calibrated on the other;
 # 5. the evaluation table (scripts/eval_detector.py) on the test split, with the n-gram baseline and the zero-shot
 #    baseline beside it; what it measured per source, the threshold at which each source's human texts are called
-#    machine at most 5% of the time, and the uncertain band go into the detector's log, and from there into its
-#    model card (README.md), `charlstm detect` and the Space.
-# The lexicon step of the earlier recipe (the share of words missing from the generator's training reviews) is left
-# out: it caught the generator's invented words, but it reads rare words, names and typos, which people write more
-# than large language models do, as machine-like.
+#    machine at most 5% of the time, and the uncertain band go into the detector's config.json (`detection`), and
+#    from there into every way of loading it: its model card (README.md), `charlstm detect`, the Space, a Hub id.
 #
 #   scripts/build_detector.sh [DETECTOR_DIR] [LABELLED_DIR]
 set -euo pipefail
@@ -55,7 +52,7 @@ for source in "${SOURCES[@]}"; do
     held_out+=(--held-out-detector "$source=$without")
 done
 rm -rf "$CALIBRATED_DIR"
-charlstm detector calibrate "$TRAINED_DIR" "$DATA_DIR" "$CALIBRATED_DIR" --split test --no-lexicon
+charlstm detector calibrate "$TRAINED_DIR" "$DATA_DIR" "$CALIBRATED_DIR" --split test
 rm -rf "$DETECTOR_DIR" && cp -r "$CALIBRATED_DIR" "$DETECTOR_DIR"
 python scripts/eval_detector.py --data "$DATA_DIR" --detector "$DETECTOR_DIR" --generator "$GENERATOR" \
     "${held_out[@]}" --record --json runs/eval_detector.json

@@ -31,7 +31,6 @@ import json
 import random
 import sys
 import time
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -42,13 +41,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from charlstm.detection.data import MACHINE
+from charlstm.detection.decision import BAND_PRECISION, choose_decision, record_decision
 from charlstm.detection.detector import Detector
-from charlstm.detection.metrics import auc_interval, roc_auc, threshold_for_false_positive_rate, threshold_metrics
+from charlstm.detection.metrics import auc_interval, roc_auc, threshold_metrics
 from charlstm.detection.scoring import score_texts
+from charlstm.detection.settings import MACHINE
 from charlstm.detection.zero_shot import STATISTICS, ZeroShotDetector, text_statistics
 from charlstm.generation.sampling import load_generator
-from charlstm.runfiles import DETECTOR_LOG, write_json
 
 # Name -> characters kept from the start of each text, on equal-length crops so that length itself cannot decide
 # (texts shorter than the bound are left out of that row); "whole": every text as each method reads it in use.
@@ -191,12 +190,7 @@ def main() -> int:
     whole = [d.machine_probability for d in detector.predict(test_texts, batch_size=args.batch_size)]
     throughput = len(test_texts) / (time.perf_counter() - predict_started)
     sources = [row.get("source") or "all" for row in test_rows]
-    threshold = threshold_for_false_positive_rate(
-        {source: [score for score, label, s in zip(whole, test_labels, sources) if s == source and label == 0]
-         for source in sorted(set(sources))},
-        args.max_false_positive_rate,
-    )
-    band = uncertain_band(test_labels, whole, threshold)
+    threshold, band = choose_decision(test_labels, whole, sources, args.max_false_positive_rate)
 
     rows, calibrations = [], {}
     for name, length in ((name, LENGTHS[name]) for name in args.lengths):
@@ -252,11 +246,8 @@ def main() -> int:
     print(f"detector throughput on whole reviews: {throughput:.1f} reviews/s (batch {args.batch_size}, "
           f"{torch.get_num_threads()} torch threads)")
     if args.record:
-        log_path = Path(detector.path) / DETECTOR_LOG
-        log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
-        write_json(log_path, {**log, "tested_on": tested_on, "threshold": threshold,
-                              "threshold_false_positive_rate": args.max_false_positive_rate,
-                              "uncertain_band": list(band)})
+        record_decision(detector.path, tested_on=tuple(tested_on), threshold=threshold, uncertain_band=band,
+                        threshold_false_positive_rate=args.max_false_positive_rate)
     report = {
         "data": args.data,
         "detector": detector.path,
@@ -276,28 +267,6 @@ def main() -> int:
             json.dump(report, handle, indent=2)
             handle.write("\n")
     return 0
-
-
-BAND_PRECISION = 0.9
-
-
-def uncertain_band(labels: list[int], scores: list[float], threshold: float) -> tuple[float, float]:
-    """
-    [low, high) around the threshold: below `low` at least BAND_PRECISION of the texts are human, at or above `high`
-    at least that share are machine; between, the detector's calls are wrong too often to state. Empty
-    ([threshold, threshold)) when it has none.
-    """
-    grid = [step / 100 for step in range(1, 100)]
-
-    def share(wanted: int, chosen) -> float:
-        picked = [label for label, score in zip(labels, scores) if chosen(score)]
-        return picked.count(wanted) / len(picked) if picked else 1.0
-
-    low = max((t for t in grid if t <= threshold and share(0, lambda s, t=t: s < t) >= BAND_PRECISION),
-              default=0.0)
-    high = min((t for t in grid if t >= threshold and share(1, lambda s, t=t: s >= t) >= BAND_PRECISION),
-               default=1.0)
-    return (low, high)
 
 
 def tested_on_entry(row: dict, rows: list[dict], test) -> dict:

@@ -4,10 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from charlstm.generation.loading import BUNDLED_DETECTOR, BUNDLED_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 import charlstm
+from charlstm.detection.detector import Detector
+from charlstm.generation.sampling import load_generator
+from charlstm.generation.settings import GenerationSettings, check_settings
+from charlstm.loading import BUNDLED_DETECTOR, BUNDLED_MODEL
 
 charlstm.register()  # the bundled directories load through the Auto classes below
 
@@ -57,3 +60,22 @@ def test_bundled_models_carry_the_packages_current_code(model_dir):
     package = Path(charlstm.__file__).parent
     for name in ("configuration_charlstm.py", "modeling_charlstm.py", "tokenization_charlstm.py"):
         assert (Path(model_dir) / name).read_text() == (package / name).read_text(), f"{model_dir}/{name} is stale"
+
+
+# What the bundled models give for fixed settings, recorded when they were bundled: a change of code that is meant to
+# keep behaviour (a refactor, a faster path) must keep these; retraining a model is the one reason to record anew.
+RECORDED_REVIEW = "The tacos were amazing. The wood standard with high crab - the caramel accessories and it"
+RECORDED_P_MACHINE = {
+    "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through the "
+    "menu.": 0.222304,
+    "The food was amazing and the staff was so friendly! I will definitely be back again soon.": 0.634451,
+}
+
+
+def test_bundled_models_give_the_recorded_outputs_for_fixed_settings():
+    generator = load_generator(int8=False)
+    settings = check_settings(GenerationSettings(prompt="The tacos", stars=5, seed=7, max_new_tokens=80))
+    assert generator.generate(settings) == [RECORDED_REVIEW]
+    detections = Detector().predict(list(RECORDED_P_MACHINE))
+    assert [round(d.machine_probability, 6) for d in detections] == list(RECORDED_P_MACHINE.values())
+    assert [(d.label, d.uncertain) for d in detections] == [("human", True), ("human", True)]

@@ -44,3 +44,19 @@ def test_import_charlstm_is_light_and_a_public_name_registers_the_classes():
 
 def test_the_detector_commands_offer_the_poolings_the_config_accepts():
     assert POOLINGS == CLASSIFIER_POOLINGS
+
+
+def test_inference_imports_neither_training_nor_the_hub_code():
+    # What a user of the detector or the generator runs pulls in the model and what reads its input, as
+    # transformers' pipelines never import Trainer.
+    probe = ("import sys, charlstm.detection.detector, charlstm.generation.sampling;"
+             "print([m for m in sys.modules if m.startswith(('charlstm.training', 'charlstm.hub', 'charlstm.cli'))])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_import_charlstm_after_transformers_registers_the_classes():
+    probe = ("from transformers import AutoConfig; import charlstm;"
+             "print(type(AutoConfig.for_model('charlstm')).__name__)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "CharLSTMConfig", result.stderr

@@ -17,7 +17,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
 from charlstm.detection.calibration import calibrated_probability
-from charlstm.detection.data import MACHINE, up_to_last_sentence_end
+from charlstm.detection.data import up_to_last_sentence_end
+from charlstm.detection.decision import record_decision
 from charlstm.detection.detector import Detector, evaluate
 from charlstm.detection.metrics import (
     auc_interval,
@@ -26,12 +27,13 @@ from charlstm.detection.metrics import (
     threshold_for_false_positive_rate,
     threshold_metrics,
 )
-from charlstm.detection.training import EqualLengthCrops, last_complete_checkpoint, train_detector
+from charlstm.detection.settings import MACHINE
+from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.errors import UsageError
 from charlstm.hub.model_card import render_model_card
-from charlstm.modeling_charlstm import letter_code, word_hashes
 from charlstm.training.data import load_reviews
+from charlstm.training.rundir import last_complete_checkpoint
 from tests.conftest import make_tiny_model
 
 MAX_CHARS = 120  # the longest training crop, and so what the tiny detector reads at most
@@ -112,12 +114,9 @@ def calibration_data_dir(tmp_path_factory, generator_dir, human_file, detector_d
 
 
 @pytest.fixture(scope="module")
-def calibrated_dir(tmp_path_factory, detector_dir, calibration_data_dir, generator_dir, human_file):
+def calibrated_dir(tmp_path_factory, detector_dir, calibration_data_dir):
     path = tmp_path_factory.mktemp("calibrated") / "detector"
-    code = main([
-        "detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(path),
-        "--generator", str(generator_dir), "--human-data", str(human_file), "--validation-fraction", "0.5",
-    ])
+    code = main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(path)])
     assert code == 0
     return path
 
@@ -304,13 +303,13 @@ def test_training_batches_are_equal_length_crops_without_padding(tiny_tokenizer)
 
 
 def test_resume_skips_a_checkpoint_cut_off_mid_write(tmp_path):
-    for step, complete in ((10, True), (20, True), (30, False)):
+    for step, state in ((10, "{}"), (20, "{}"), (30, None), (40, "")):  # 40: its state file cut off empty
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
-    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
-    assert last_complete_checkpoint(tmp_path / "none") is None
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert last_complete_checkpoint(str(tmp_path / "none")) is None
 
 
 def test_zero_shot_baseline_separates_the_generators_text(detector_data_dir, generator_dir):
@@ -385,35 +384,26 @@ def test_the_false_positive_threshold_holds_for_every_source():
         threshold_for_false_positive_rate({"yelp": []}, 0.05)
 
 
-def test_a_detector_calls_machine_at_the_threshold_its_log_names(detector_dir, tmp_path):
-    import shutil
-
+def test_a_detector_calls_machine_at_the_threshold_its_config_names(detector_dir, tmp_path):
     text = "The tacos were great and the staff were kind."
     probability = Detector(detector_dir).predict([text])[0].machine_probability
     strict = tmp_path / "detector"
     shutil.copytree(detector_dir, strict)
-    log_path = strict / "detector_log.json"
-    tested_on = [{"name": "own samples", "roc_auc": 0.9, "human": 10, "machine": 10}]
+    tested_on = ({"name": "own samples", "roc_auc": 0.9, "human": 10, "machine": 10},)
     for threshold, label in ((probability / 2, "machine"), ((1 + probability) / 2, "human")):
-        log = {**json.loads(log_path.read_text()), "tested_on": tested_on, "threshold": threshold}
-        log_path.write_text(json.dumps(log))
+        record_decision(strict, tested_on=tested_on, threshold=threshold)
         detector = Detector(strict)
         assert detector.predict([text])[0].label == label
         assert f"It calls a text machine-written at P(machine) >= {threshold:.3g}." in detector.caveat()
-    log_path.write_text(json.dumps({"threshold": 2}))
-    with pytest.raises(UsageError, match="names threshold 2: expected a probability"):
-        Detector(strict)
-
-
-def test_word_hashes_split_on_non_letters_and_ignore_case():
-    def hashes(text):
-        return word_hashes([letter_code(character) for character in text])
-
-    good, food = hashes("good") + hashes("food")
-    assert hashes("Good FOOD, good!") == [good, food, good]
-    assert len(hashes("Good FOOD, good!  Café again")) == 5
-    assert hashes("--  42 !") == []
-    assert len(set(hashes("tacos tacso acost"))) == 3
+    config = json.loads((strict / "config.json").read_text())
+    for detection, complaint in (({"threshold": 2}, "threshold 2: expected a probability"),
+                                 ({"uncertain_band": [0.4]}, "uncertain_band [0.4]: expected two probabilities"),
+                                 ({"uncertain_band": ["a", "b"]}, "expected two probabilities"),
+                                 ({"tested_on": [{"name": "x"}]}, "tested_on row .* expected a name and an roc_auc"),
+                                 ({"colour": "red"}, "unknown fields")):
+        (strict / "config.json").write_text(json.dumps({**config, "detection": detection}))
+        with pytest.raises(UsageError, match=complaint):
+            Detector(strict)
 
 
 def test_calibration_data_leaves_out_the_detectors_human_reviews(calibration_data_dir, detector_data_dir):
@@ -425,33 +415,8 @@ def test_calibration_data_leaves_out_the_detectors_human_reviews(calibration_dat
     assert not human(calibration_data_dir) & human(detector_data_dir)
 
 
-def test_calibrated_detector_counts_words_its_lexicon_lacks(calibrated_dir, human_file):
-    model = AutoModelForSequenceClassification.from_pretrained(str(calibrated_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(calibrated_dir))
-    log = json.loads((calibrated_dir / "detector_log.json").read_text())
-    assert model.config.lexicon_size == log["lexicon"]["words"] == len(model.lexicon) > 10
-    texts = ["The soup was lovely.", "Teh suop wsa lvoely.", "The qzx was lovely.", "!!! 42"]
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    assert model.unknown_word_share(batch["input_ids"]).tolist() == pytest.approx([0.0, 1.0, 0.25, 0.0])
-
-
-def test_calibrated_detector_finds_invented_words_machine_like(calibrated_dir, detector_data_dir):
-    detector = Detector(calibrated_dir)
-    real, invented = detector.predict(["The soup was lovely and the waiter was friendly.",
-                                       "The suop wsa lvoely adn hte wiater wsa firendly."])
-    assert invented.machine_probability > real.machine_probability
-    assert json.loads((calibrated_dir / "detector_log.json").read_text())["lexicon"]["unknown_share_weight"] > 0
-    figures = evaluate(detector, datasets.load_from_disk(str(detector_data_dir))["test"])
-    assert figures["roc_auc"] >= 0.8
-
-
-def test_calibrated_detectors_card_names_its_lexicon(calibrated_dir):
-    words = json.loads((calibrated_dir / "detector_log.json").read_text())["lexicon"]["words"]
-    assert f"{words:,} words of the generator's training reviews" in render_model_card(calibrated_dir)
-
-
 def test_pipeline_loads_the_calibrated_detector_alone(calibrated_dir):
-    # The lexicon travels in model.safetensors, so the plain pipeline gives the same answer as `charlstm detect`.
+    # The calibration is folded into the head's weights, so the plain pipeline gives `charlstm detect`'s probability.
     classifier = pipeline("text-classification", model=str(calibrated_dir))
     text = "The suop wsa lvoely."
     scores = {row["label"]: row["score"] for row in classifier(text, top_k=None)}
@@ -463,14 +428,11 @@ def test_calibrating_probabilities_alone_flags_the_same_texts_and_matches_the_sh
     # The detector as eval_detector.py --record leaves it: with a threshold and an uncertain band.
     recorded = tmp_path / "recorded"
     shutil.copytree(detector_dir, recorded)
-    log = json.loads((recorded / "detector_log.json").read_text())
-    tested_on = [{"name": "own samples", "roc_auc": 0.9, "human": 10, "machine": 10}]
-    (recorded / "detector_log.json").write_text(json.dumps({**log, "tested_on": tested_on, "threshold": 0.5,
-                                                            "uncertain_band": [0.3, 0.7]}))
+    tested_on = ({"name": "own samples", "roc_auc": 0.9, "human": 10, "machine": 10},)
+    record_decision(recorded, tested_on=tested_on, threshold=0.45, uncertain_band=(0.3, 0.7))
     output = tmp_path / "calibrated"
-    assert main(["detector", "calibrate", str(recorded), str(detector_data_dir), str(output), "--split", "test",
-                 "--no-lexicon"]) == 0
-    calibration = json.loads((output / "detector_log.json").read_text())["calibration"]
+    assert main(["detector", "calibrate", str(recorded), str(detector_data_dir), str(output), "--split", "test"]) == 0
+    calibration = json.loads((output / "config.json").read_text())["detection"]["calibration"]
     test = datasets.load_from_disk(str(detector_data_dir))["test"]
     before, after = Detector(recorded), Detector(output)
     old, new = before.predict(list(test["text"])), after.predict(list(test["text"]))
@@ -489,7 +451,7 @@ def test_calibrating_probabilities_alone_flags_the_same_texts_and_matches_the_sh
     assert "as the classifier trained: not calibrated" in render_model_card(recorded)
 
 
-def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, generator_dir, tmp_path, capsys):
+def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, tmp_path, capsys):
     assert main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(detector_dir)]) == 2
     assert "other than the detector's own" in capsys.readouterr().err
     assert main(["detector", "calibrate", str(detector_dir), str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
@@ -499,9 +461,6 @@ def test_calibrate_bad_input_exits_2(detector_dir, calibration_data_dir, generat
     datasets.DatasetDict({"test": test_split}).save_to_disk(only_test)
     assert main(["detector", "calibrate", str(detector_dir), str(only_test), str(tmp_path / "out")]) == 2
     assert "has no train split (splits: test)" in capsys.readouterr().err
-    assert main(["detector", "calibrate", str(detector_dir), str(calibration_data_dir), str(tmp_path / "out"),
-                 "--generator", str(generator_dir)]) == 2
-    assert "--human-data" in capsys.readouterr().err
 
 
 def llm_like_texts(count: int, seed: int) -> list[str]:
@@ -638,15 +597,11 @@ def test_labelled_data_is_checked_with_a_one_line_error(
 
 
 def test_detect_says_what_the_detector_was_tested_on_and_where_it_is_unsure(detector_dir, tmp_path, capsys):
-    import shutil
-
     unsure = tmp_path / "detector"
     shutil.copytree(detector_dir, unsure)
-    log_path = unsure / "detector_log.json"
-    log = json.loads(log_path.read_text())
-    tested_on = [{"name": "gpt-3 yelp (machine text by gpt-3)", "roc_auc": 0.61, "human": 10, "machine": 10},
-                 {"name": "own samples", "roc_auc": 0.99, "human": 10, "machine": 10}]
-    log_path.write_text(json.dumps({**log, "tested_on": tested_on, "uncertain_band": [0.0, 1.0]}))
+    tested_on = ({"name": "gpt-3 yelp (machine text by gpt-3)", "roc_auc": 0.61, "human": 10, "machine": 10},
+                 {"name": "own samples", "roc_auc": 0.99, "human": 10, "machine": 10})
+    record_decision(unsure, tested_on=tested_on, uncertain_band=(0.0, 1.0))
     assert main(["detect", "--detector", str(unsure), "--json", "The tacos were great."]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)[0]["uncertain"] is True

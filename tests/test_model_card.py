@@ -8,6 +8,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from charlstm.cli import main
+from charlstm.detection.decision import record_decision
 from charlstm.hub.model_card import NOT_MEASURED, generate_samples, render_model_card, sampling_defaults
 from tests.test_hub import make_detector_dir
 
@@ -101,12 +102,12 @@ def test_detector_card_lists_every_training_source_and_its_figures(tmp_path, tin
         {"source": "gpt2.jsonl", "domain": "amazon", "generators": ["gpt-2"], "human": 2709, "machine": 2720},
         {"source": "mine.jsonl", "domain": "hotels", "generators": ["llama"], "human": 5, "machine": 6},
     ]
-    log["tested_on"] = [{"name": "gpt3.jsonl (machine text by gpt-3)", "roc_auc": 0.9712, "unseen_roc_auc": 0.8021,
-                         "false_positive_rate": 0.0314, "human": 318, "machine": 320},
-                        {"name": "gpt2.jsonl (machine text by gpt-2)", "roc_auc": 0.95, "human": 678, "machine": 680}]
-    log["uncertain_band"] = [0.3, 0.71]
-    log["threshold"], log["threshold_false_positive_rate"] = 0.734, 0.05
     (path / "detector_log.json").write_text(json.dumps(log))
+    record_decision(path, tested_on=(
+        {"name": "gpt3.jsonl (machine text by gpt-3)", "roc_auc": 0.9712, "unseen_roc_auc": 0.8021,
+         "false_positive_rate": 0.0314, "human": 318, "machine": 320},
+        {"name": "gpt2.jsonl (machine text by gpt-2)", "roc_auc": 0.95, "human": 678, "machine": 680},
+    ), uncertain_band=(0.3, 0.71), threshold=0.734, threshold_false_positive_rate=0.05)
     card = render_model_card(path, "alice/detector")
     assert ("P(machine) >= 0.734, the lowest at which each source's held-out human texts were called machine at most "
             "5% of the time") in card

@@ -17,6 +17,7 @@ from gradio_client import Client
 from huggingface_hub import SpaceCard
 
 from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
+from charlstm.detection.decision import record_decision
 from charlstm.detection.detector import Detector
 from charlstm.generation.sampling import load_generator
 from charlstm.generation.settings import GenerationSettings, check_settings
@@ -44,12 +45,12 @@ def detector_dir(tmp_path_factory, tiny_tokenizer):
     path = tmp_path_factory.mktemp("detector")
     CharLSTMForSequenceClassification(config).eval().save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
-    # What eval_detector.py --record writes: an untrained detector is unsure of everything.
+    # What eval_detector.py --record records: an untrained detector is unsure of everything.
     tested_on = [{"name": "gpt-3 yelp (machine text by gpt-3)", "roc_auc": 0.91, "unseen_roc_auc": 0.62,
                   "false_positive_rate": 0.2, "human": 10, "machine": 10},
                  {"name": "gpt-2 amazon (machine text by gpt-2)", "roc_auc": 0.95, "unseen_roc_auc": 0.7,
                   "false_positive_rate": 0.2, "human": 10, "machine": 10}]
-    (path / "detector_log.json").write_text(json.dumps({"tested_on": tested_on, "uncertain_band": [0.0, 1.0]}))
+    record_decision(path, tested_on=tuple(tested_on), uncertain_band=(0.0, 1.0))
     return path
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..detection.settings import POOLINGS, SamplingGrid
 from ..errors import MissingFileError, UsageError
-from ..runfiles import DETECTOR_LOG, write_json
 
 
 def add_commands(subparsers) -> None:
@@ -104,12 +103,11 @@ def add_commands(subparsers) -> None:
 
     calibrate = commands.add_parser(
         "calibrate",
-        help="calibrate a trained detector's probabilities, optionally with a lexicon of the generator's words",
+        help="calibrate a trained detector's probabilities",
         description="Save a copy of a trained detector whose P(machine) is calibrated (Platt scaling of its head) on "
         "a split of DATA: texts the detector never trained on, e.g. from `charlstm detector build-data --exclude`, "
-        "or its own data's test split. With a lexicon (the default), the head also reads the share of a text's "
-        "words missing from the generator's training reviews (found from its training_log.json). The LSTM is "
-        "unchanged; this takes one pass over the texts.",
+        "or its own data's test split. The LSTM is unchanged and no ranking changes, so the threshold and uncertain "
+        "band the detector carries are carried through the same map; this takes one pass over the texts.",
     )
     calibrate.add_argument("detector", help="trained detector directory")
     calibrate.add_argument("data", help="`charlstm detector build-data` output with texts the detector never trained "
@@ -117,12 +115,6 @@ def add_commands(subparsers) -> None:
     calibrate.add_argument("output", help="directory to save the calibrated detector to (not the detector's own)")
     calibrate.add_argument("--split", choices=["train", "test"], default="train",
                            help="the split of DATA to calibrate on (default: %(default)s)")
-    calibrate.add_argument("--no-lexicon", action="store_true",
-                           help="only calibrate the probabilities: no ranking changes, so the threshold and "
-                           "uncertain band in the detector's log carry over through the same map")
-    calibrate.add_argument("--generator", help="generator directory (default: the one in the detector's log)")
-    calibrate.add_argument("--test-data", help="build-data directory whose test split the log reports (default: DATA)")
-    add_training_data_arguments(calibrate)
     calibrate.set_defaults(func=run_calibrate)
 
 
@@ -242,11 +234,10 @@ def run_build_data(args) -> int:
 
 def run_train_detector(args) -> int:
     from ..detection.data import load_detector_data, without_sources
-    from ..detection.detector import Detector, evaluate
     from ..detection.training import train_detector
-    from ..loading import GENERATOR, load_model
+    from ..loading import GENERATOR, check_kind
 
-    generator_dir = load_model(args.generator, GENERATOR)[2]  # a wrong or broken generator fails before the data
+    generator_dir = check_kind(args.generator, GENERATOR)  # a wrong generator fails before the data loads
     data = without_sources(load_detector_data(args.data), args.leave_out_source)
     log = train_detector(
         generator_dir,
@@ -260,51 +251,22 @@ def run_train_detector(args) -> int:
         layers=args.layers,
         pooling=args.pooling,
         seed=args.seed,
+        left_out_sources=tuple(args.leave_out_source),
     )
-    log["left_out_sources"] = args.leave_out_source
-    if "test" in data:
-        log["test"] = evaluate(Detector(args.output), data["test"])
-    write_json(os.path.join(args.output, DETECTOR_LOG), log)
     print(json.dumps(log.get("test", {}), indent=2))
     return 0
 
 
 def run_calibrate(args) -> int:
-    from ..detection.calibration import calibrate_detector, calibrated_probability
-    from ..detection.data import held_out_reviews, load_detector_data
-    from ..detection.detector import Detector, evaluate
-    from ..loading import DETECTOR, GENERATOR, check_kind, load_model
+    from ..detection.calibration import calibrate_detector
+    from ..detection.data import load_detector_data
+    from ..loading import DETECTOR, check_kind
 
     if os.path.realpath(args.output) == os.path.realpath(args.detector):
         raise UsageError("give an output directory other than the detector's own: a failed run must not break it")
-    load_model(args.detector, DETECTOR)  # a wrong or broken detector fails before the data loads
-    log_path = Path(args.detector) / DETECTOR_LOG
-    log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
+    check_kind(args.detector, DETECTOR)  # a wrong detector fails before the data loads
     data = load_detector_data(args.data, needs=(args.split,))
-    test = load_detector_data(args.test_data, needs=("test",))["test"] if args.test_data else data.get("test")
-    lexicon_texts = None
-    if not args.no_lexicon:
-        generator_dir = check_kind(args.generator or log.get("generator"), GENERATOR)
-        reviews = held_out_reviews(generator_dir, args.human_data, args.validation_fraction, args.data_seed)
-        lexicon_texts = reviews.train["text"]  # the words the generator learned from
-    record = calibrate_detector(args.detector, data[args.split], args.output, lexicon_texts)
-    if args.no_lexicon:
-        log["calibration"] = {"data": args.data, "split": args.split, **record}
-        # The same texts are flagged, now at the calibrated probability of the old threshold; likewise the band.
-        def mapped(probability: float) -> float:
-            return calibrated_probability(probability, record["margin_scale"], record["bias"])
-
-        if log.get("threshold") is not None:
-            log["threshold"] = mapped(log["threshold"])
-        if log.get("uncertain_band"):
-            log["uncertain_band"] = [mapped(value) for value in log["uncertain_band"]]
-    else:
-        log["lexicon"] = {"generator": generator_dir, "data": args.data, **record}
-        # A lexicon reorders texts: what eval_detector.py --record measured no longer describes this detector.
-        for key in ("tested_on", "threshold", "threshold_false_positive_rate", "uncertain_band"):
-            log.pop(key, None)
-    if test is not None:
-        log["test"] = evaluate(Detector(args.output), test)
-    write_json(os.path.join(args.output, DETECTOR_LOG), log)
-    print(json.dumps({key: log[key] for key in ("calibration", "lexicon", "test") if key in log}, indent=2))
+    decision = calibrate_detector(args.detector, data[args.split], args.output,
+                                  about={"data": args.data, "split": args.split})
+    print(json.dumps(asdict(decision)["calibration"], indent=2))
     return 0

@@ -1,18 +1,11 @@
-"""Calibrating a trained detector: its P(machine) made to match how often texts were machine-written, optionally
-with a lexicon, the words of the generator's training reviews.
+"""Calibrating a trained detector: its P(machine) made to match how often texts were machine-written.
 
 The LSTM stays as trained; the head's margin (machine logit minus human logit) is scaled and shifted by a logistic
-regression on labelled texts (Platt scaling). It is cheap, one forward pass over the texts, and it changes no
-ranking: the same texts are flagged at the matching threshold, and every ROC-AUC stays.
-
-The lexicon: a character model sampled at temperature 1.0 writes text with the per-character statistics of its
-training data, which the detector's LSTM finds hard to tell from human text; but it also invents words ("aname"),
-and real reviews seldom use a word that thousands of other reviews never did. With a lexicon the head also reads
-the share of a text's words missing from it (see `CharLSTMForSequenceClassification`), with a weight fitted in the
-same regression.
+regression on labelled texts (Platt scaling), folded into the head's weights. It is cheap, one forward pass over the
+texts, and it changes no ranking: the same texts are flagged at the matching threshold, and every ROC-AUC stays, so
+the decision the detector carries (threshold, uncertain band) is carried through the same map.
 """
 
-import copy
 import math
 
 import torch
@@ -21,77 +14,50 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .. import register
 from ..errors import UsageError
-from ..modeling_charlstm import letter_code, word_hashes
-from .data import HUMAN, MACHINE
+from .decision import DetectorDecision, record_decision
 from .metrics import expected_calibration_error
-from .training import TOKENIZER_KWARGS
+from .settings import HUMAN, MACHINE, TOKENIZER_KWARGS
 
 # The detector loads through the Auto classes, and the calibrated copy gets the code files and `auto_map`.
 register()
 
 
-def build_lexicon(texts) -> torch.Tensor:
-    """The sorted hashes of every word in `texts`, as the model's `lexicon` buffer holds them."""
-    words: set[int] = set()
-    for text in texts:
-        words.update(word_hashes([letter_code(character) for character in text]))
-    return torch.tensor(sorted(words), dtype=torch.long)
-
-
-def token_letter_codes(tokenizer) -> torch.Tensor:
-    """For each token id, the `letter_code` of its character (0 for special tokens and non-letters)."""
-    codes = torch.zeros(len(tokenizer), dtype=torch.long)
-    for token, index in tokenizer.get_vocab().items():
-        if len(token) == 1:
-            codes[index] = letter_code(token)
-    return codes
-
-
-def calibrate_detector(detector_dir: str, data: Dataset, output_dir: str, lexicon_texts=None,
-                       batch_size: int = 32) -> dict:
+def calibrate_detector(detector_dir: str, data: Dataset, output_dir: str, batch_size: int = 32,
+                       about: dict | None = None) -> DetectorDecision:
     """
     Saves to `output_dir` the detector of `detector_dir` with its head calibrated on `data` (labelled texts it did
-    not train on) and, given `lexicon_texts`, a lexicon of their words. Returns what to record in the detector's log,
-    with the calibration error before and after measured out-of-fold (each half of `data` calibrated on the other).
+    not train on), and its decision carried through the same map: the same texts are flagged. The decision records
+    the calibration (with `about`, e.g. which data it was), with the calibration error before and after measured
+    out-of-fold (each half of `data` calibrated on the other).
     """
     labels = torch.tensor([int(label == MACHINE) for label in data["label"]], dtype=torch.float64)
     if len(set(labels.tolist())) < 2:
         raise UsageError(f"calibration needs both human and machine texts; the data has {len(labels)} of one kind")
     tokenizer = AutoTokenizer.from_pretrained(detector_dir)
-    if lexicon_texts is None:
-        trained = AutoModelForSequenceClassification.from_pretrained(detector_dir, dtype=torch.float32)
-        model, lexicon = trained, None
-    else:
-        lexicon = build_lexicon(lexicon_texts)
-        if len(lexicon) == 0:
-            raise UsageError("the lexicon texts hold no words")
-        trained, model = _with_lexicon(detector_dir, tokenizer, lexicon)
-
-    inputs = _head_inputs(trained, model if lexicon is not None else None, tokenizer, list(data["text"]), batch_size)
-    weights = _fit_logistic(inputs, labels).tolist()
-    scale, bias = weights[0], weights[-1]
-    errors = _out_of_fold_errors(inputs, labels)
+    model = AutoModelForSequenceClassification.from_pretrained(detector_dir, dtype=torch.float32)
+    before = DetectorDecision.of(model.config, detector_dir)
+    margins = _margins(model, tokenizer, list(data["text"]), batch_size)
+    scale, bias = _fit_logistic(margins, labels).tolist()
+    errors = _out_of_fold_errors(margins, labels)
     with torch.no_grad():
-        model.score.weight.copy_(trained.score.weight * scale)
-        model.score.bias.copy_(trained.score.bias * scale)
+        model.score.weight.mul_(scale)
+        model.score.bias.mul_(scale)
         # Only the machine logit moves: with two classes, the difference of the logits is what counts.
         model.score.bias[MACHINE] += bias
-        if lexicon is not None:
-            model.lexicon_score.weight.zero_()[MACHINE, 0] = weights[1]
-            model.lexicon_score.bias.zero_()
-        elif model.config.lexicon_size:  # an earlier lexicon's term is part of the margin that was scaled
-            model.lexicon_score.weight.mul_(scale)
-            model.lexicon_score.bias.mul_(scale)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    record = {"calibration_texts": len(labels), "machine_share": labels.mean().item(), "margin_scale": scale,
-              "bias": bias, **errors}
-    if lexicon is not None:
-        shares = inputs[:, 1].pow(2)
-        record.update(words=len(lexicon), unknown_share_weight=weights[1], median_unknown_share={
-            name: shares[labels == label].median().item() for name, label in (("human", HUMAN), ("machine", MACHINE))
-        })
-    return record
+
+    def mapped(probability: float) -> float:
+        return calibrated_probability(probability, scale, bias)
+
+    calibration = {**(about or {}), "calibration_texts": len(labels), "machine_share": labels.mean().item(),
+                   "margin_scale": scale, "bias": bias, **errors}
+    changes = {"calibration": calibration}
+    if before.threshold != DetectorDecision.threshold:
+        changes["threshold"] = mapped(before.threshold)
+    if before.uncertain_band:
+        changes["uncertain_band"] = tuple(mapped(value) for value in before.uncertain_band)
+    return record_decision(output_dir, **changes)
 
 
 def calibrated_probability(probability: float, margin_scale: float, bias: float) -> float:
@@ -101,33 +67,16 @@ def calibrated_probability(probability: float, margin_scale: float, bias: float)
     return 1.0 / (1.0 + math.exp(-(margin_scale * margin + bias)))
 
 
-def _with_lexicon(detector_dir: str, tokenizer, lexicon: torch.Tensor):
-    """The trained detector as it is (any earlier lexicon left out), and the same weights with `lexicon`."""
-    trained = AutoModelForSequenceClassification.from_pretrained(detector_dir, lexicon_size=0, dtype=torch.float32)
-    config = copy.deepcopy(trained.config)
-    config.lexicon_size = len(lexicon)
-    model = type(trained)(config)
-    missing = model.load_state_dict(trained.state_dict(), strict=False).missing_keys
-    assert sorted(missing) == ["letter_codes", "lexicon", "lexicon_score.bias", "lexicon_score.weight"], missing
-    model.letter_codes.copy_(token_letter_codes(tokenizer))
-    model.lexicon.copy_(lexicon)
-    return trained, model
-
-
 @torch.no_grad()
-def _head_inputs(trained, with_lexicon, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
-    """Per text: the trained head's margin (machine logit minus human logit) and, given a model `with_lexicon`, the
-    lexicon term's input."""
-    trained.eval()
-    columns = []
+def _margins(model, tokenizer, texts: list[str], batch_size: int) -> torch.Tensor:
+    """Per text, the head's margin (machine logit minus human logit): [texts, 1]."""
+    model.eval()
+    margins = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start : start + batch_size], padding=True, return_tensors="pt", **TOKENIZER_KWARGS)
-        logits = trained(**batch).logits.double()
-        column = [logits[:, MACHINE] - logits[:, HUMAN]]
-        if with_lexicon is not None:
-            column.append(with_lexicon.unknown_word_share(batch["input_ids"]).double().sqrt())
-        columns.append(torch.stack(column, dim=1))
-    return torch.cat(columns)
+        logits = model(**batch).logits.double()
+        margins.append(logits[:, MACHINE] - logits[:, HUMAN])
+    return torch.cat(margins).unsqueeze(1)
 
 
 def _out_of_fold_errors(inputs: torch.Tensor, labels: torch.Tensor) -> dict:

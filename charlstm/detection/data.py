@@ -20,15 +20,12 @@ from ..generation.sampling import ReviewGenerator
 from ..generation.settings import GenerationSettings, Limits, check_settings
 from ..runfiles import TRAINING_LOG
 from ..training.data import Reviews, load_reviews
-from .settings import SamplingGrid
-
-LABELS = ("human", "machine")
-HUMAN, MACHINE = 0, 1
+from .settings import HUMAN, LABELS, MACHINE, SamplingGrid
 
 FEATURES = datasets.Features(
     {
         "text": datasets.Value("string"),
-        "label": ClassLabel(names=list(LABELS)),
+        "label": ClassLabel(names=LABELS),
         "source": datasets.Value("string"),  # the data set the row came from (for own rows: the generator or data)
         "generator": datasets.Value("string"),  # who wrote it: "human", or the model's name
         "domain": datasets.Value("string"),  # what is reviewed (e.g. yelp restaurants, amazon products), when known

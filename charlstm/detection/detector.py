@@ -1,31 +1,25 @@
-"""The `Detector`: a saved detector behind `pipeline("text-classification")`, and how well it does on labelled texts.
+"""The `Detector`: a saved detector behind `pipeline("text-classification")`, its verdicts, and how well it does on
+labelled texts.
 
-A detector is a saved `CharLSTMForSequenceClassification` (labels `human`, `machine`), after calibration with a
-lexicon of the generator's training words in its weights; it loads with `pipeline("text-classification")` like
-any model, and `Detector` below is that pipeline plus the rules for empty and over-long text.
+A detector is a saved `CharLSTMForSequenceClassification` (labels `human`, `machine`) whose config carries its
+decision (`charlstm.detection.decision`): the threshold, the uncertain band and what it was tested on. It loads with
+`pipeline("text-classification")` like any model; `Detector` adds the rules for empty and over-long text and reads the
+decision from the config, so it gives the same verdict whether it was loaded from a directory or a Hub id.
+Inference only: nothing here imports training or the Hub code.
 """
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import datasets
 from transformers import pipeline
 
-from .. import register
 from ..errors import UsageError
 from ..loading import DETECTOR, load_model
-from ..runfiles import DETECTOR_LOG
-from .data import MACHINE
+from .decision import DetectorDecision
 from .metrics import roc_auc, threshold_metrics
-from .training import TOKENIZER_KWARGS
+from .settings import MACHINE, TOKENIZER_KWARGS
 
-THRESHOLD = 0.5  # machine when P(machine) >= 0.5, unless the log names a threshold: the classes were balanced
 WEAK_AUC = 0.8  # a source the detector separates worse than this is one where its verdict says little
-
-# A saved directory loads through the Auto classes without trust_remote_code.
-register()
 
 
 @dataclass
@@ -46,33 +40,25 @@ class Detection:
 class Detector:
     """A saved detector (a local directory or a Hub id) behind `pipeline("text-classification")`."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path=None):
         model, tokenizer, self.path = load_model(path, DETECTOR)
+        self.decision = DetectorDecision.of(model.config, self.path)
         self.pipeline = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
         # <bos> takes one position of model_max_length.
         self.max_characters = self.pipeline.tokenizer.model_max_length - 1
-        log = _read_log(self.path)
-        # What `scripts/eval_detector.py --record` measured: per source, how well it separates; the threshold at
-        # which few enough of each source's human texts are called machine; and the range of P(machine) in which
-        # fewer than 90% of its calls were right.
-        self.tested_on: list[dict] = log.get("tested_on", [])
-        self.threshold = log.get("threshold", THRESHOLD)
-        if not isinstance(self.threshold, (int, float)) or not 0.0 < self.threshold <= 1.0:
-            raise UsageError(f"{self.path}/{DETECTOR_LOG} names threshold {self.threshold!r}: expected a "
-                             "probability in (0, 1]")
-        band = log.get("uncertain_band")
-        self.uncertain_band: tuple[float, float] | None = tuple(band) if band else None
-        # The share of machine text among the texts P(machine) was calibrated on, where it was.
-        self.calibrated_share: float | None = (log.get("calibration") or {}).get("machine_share")
 
-    def is_uncertain(self, probability: float) -> bool:
-        low, high = self.uncertain_band or (self.threshold, self.threshold)
-        return low <= probability < high
+    @property
+    def threshold(self) -> float:
+        return self.decision.threshold
+
+    @property
+    def tested_on(self) -> tuple[dict, ...]:
+        return self.decision.tested_on
 
     def caveat(self) -> str:
         """For a user, in a few sentences: what this detector was tested against and how well, or that nobody knows."""
         if not self.tested_on:
-            return "This detector's log records no test against labelled machine-written text."
+            return "This detector records no test against labelled machine-written text."
         figures = "; ".join(f"{row['name']} AUC {row['roc_auc']:.2f}" for row in self.tested_on)
         verdict = f" It calls a text machine-written at P(machine) >= {self.threshold:.3g}."
         weak = [row["name"] for row in self.tested_on if row["roc_auc"] < WEAK_AUC]
@@ -85,8 +71,9 @@ class Detector:
         if flagged:
             warning += (f" It called {_span(flagged, '{:.0%}')} of these sources' human reviews "
                         "machine-written: a verdict is a reason to look closer, never proof.")
-        if self.calibrated_share is not None:
-            warning += (f" P(machine) is calibrated on held-out texts of which {self.calibrated_share:.0%} were "
+        calibration = self.decision.calibration or {}
+        if calibration.get("machine_share") is not None:
+            warning += (f" P(machine) is calibrated on held-out texts of which {calibration['machine_share']:.0%} were "
                         "machine-written: where fakes are rarer, more of the reviews it flags are real.")
         return f"Tested on held-out texts (whole reviews): {figures}.{verdict}{warning}"
 
@@ -103,8 +90,8 @@ class Detector:
             detections.append(
                 Detection(
                     machine_probability=probability,
-                    label="machine" if probability >= self.threshold else "human",
-                    uncertain=self.is_uncertain(probability),
+                    label=self.decision.label(probability),
+                    uncertain=self.decision.is_uncertain(probability),
                     characters_read=min(len(text), self.max_characters),
                     truncated=len(text) > self.max_characters,
                 )
@@ -116,15 +103,6 @@ def _span(values: list[float], form: str) -> str:
     """'0.72' for one value (or equal ones), '0.69-0.91' for a range."""
     low, high = form.format(min(values)), form.format(max(values))
     return low if low == high else f"{low}-{high}"
-
-
-def _read_log(path: str) -> dict:
-    """The detector's detector_log.json when it is a local directory that has one (a Hub id: none is read)."""
-    log = Path(path) / DETECTOR_LOG
-    try:
-        return json.loads(log.read_text(encoding="utf-8")) if log.is_file() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def check_texts(texts) -> list[str]:

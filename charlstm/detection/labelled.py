@@ -13,8 +13,8 @@ from datasets import Dataset, concatenate_datasets
 
 from ..errors import UsageError
 from ..training.data import load_dataset_splits
+from .settings import HUMAN, MACHINE
 
-HUMAN, MACHINE = 0, 1
 # Labels understood without a --label-map: the names build-data itself writes, and 0/1 as in its ClassLabel.
 DEFAULT_LABEL_MAP = {"human": HUMAN, "machine": MACHINE, "0": HUMAN, "1": MACHINE}
 CLASS_NAMES = {"human": HUMAN, "machine": MACHINE}

@@ -15,3 +15,11 @@ class SamplingGrid:
     top_ks: tuple[int, ...] = (0, 20)
     top_ps: tuple[float, ...] = (1.0, 0.9)
     max_new_tokens: tuple[int, ...] = (300, 600, 1000)
+
+# The detector's classes, as label ids and names (its config's id2label).
+HUMAN, MACHINE = 0, 1
+LABELS = ["human", "machine"]
+
+# How texts are tokenized for the detector, in training and in `charlstm detect` alike: a literal "<5star>" in a
+# review is seven characters, and text past `model_max_length` is cut.
+TOKENIZER_KWARGS = {"split_special_tokens": True, "truncation": True}

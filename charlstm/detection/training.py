@@ -14,20 +14,18 @@ from pathlib import Path
 import torch
 from datasets import DatasetDict
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .. import register
 from ..errors import UsageError
-from ..runfiles import TRAINER_STATE
+from ..runfiles import DETECTOR_LOG, write_json
 from ..training.report import device_name
-from .data import LABELS
+from ..training.rundir import last_complete_checkpoint
+from .detector import Detector, evaluate
+from .settings import LABELS, TOKENIZER_KWARGS
 
 # The generator loads through the Auto classes, and the saved detector gets the code files and `auto_map`.
 register()
 
-# How texts are tokenized for the detector, in training and in `charlstm detect` alike: a literal "<5star>" in a
-# review is seven characters, and text past `model_max_length` is cut.
-TOKENIZER_KWARGS = {"split_special_tokens": True, "truncation": True}
 
 
 class EqualLengthCrops:
@@ -71,6 +69,7 @@ def train_detector(
     layers: int | None = None,
     pooling: str = "mean",
     seed: int = 0,
+    left_out_sources: tuple[str, ...] = (),
 ) -> dict:
     """
     Trains on `data["train"]` and saves the detector to `output_dir` (weights, config, tokenizer, code files).
@@ -79,6 +78,8 @@ def train_detector(
     crop seen in training), so longer texts are cut to what the detector has learned to judge. `layers` keeps only
     the generator's first LSTM layers (all when None), for a smaller, faster detector. `pooling` is the head's
     `classifier_pooling`: with "mean" every character's state counts, so evidence spread over a long review adds up.
+    The detector's log (`detector_log.json`) records the run, the sources `data` was trained without
+    (`left_out_sources`, for the caller's record) and, where `data` has a test split, the detector's figures on it.
     """
     if "train" not in data:
         raise UsageError(f"the detector data has no 'train' split (splits: {', '.join(data)})")
@@ -124,7 +125,7 @@ def train_detector(
         data_collator=EqualLengthCrops(tokenizer, min_chars, max_chars, seed),
     )
     started = time.perf_counter()
-    resume = last_complete_checkpoint(checkpoints)
+    resume = last_complete_checkpoint(str(checkpoints))
     # The loss sits at the last character only, so gradients fade along the text into denormal floats, which a
     # CPU handles very slowly: flushing them to zero made an LSTM backward pass 15x faster (9.8 s -> 0.6 s,
     # 32 x 200 characters, hidden size 512). The change is process-wide, so it is undone afterwards.
@@ -156,7 +157,11 @@ def train_detector(
         "train_seconds": round(time.perf_counter() - started, 1),
         "device": device_name(trainer.args.device, trainer.args.world_size),
         "resumed_from": resume,
+        "left_out_sources": list(left_out_sources),
     }
+    if "test" in data:
+        log["test"] = evaluate(Detector(output_dir), data["test"])
+    write_json(Path(output_dir) / DETECTOR_LOG, log)
     return log
 
 
@@ -172,13 +177,3 @@ def source_counts(rows) -> list[dict]:
         if LABELS[label] == "machine":
             entry["generators"].add(generator)
     return [{**entry, "generators": sorted(entry["generators"])} for entry in counts.values()]
-
-
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint holding its trainer state, which Trainer writes last: one cut off mid-write is skipped."""
-    if not folder.is_dir():
-        return None
-    complete = [
-        path for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (path / TRAINER_STATE).is_file()
-    ]
-    return str(max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]))) if complete else None

@@ -189,6 +189,7 @@ class ReviewGenerator:
             # model's sampling defaults and warn that they do nothing without do_sample.
             temperature=1.0,
             top_p=1.0,
+            top_k=None,
             bos_token_id=model_config.bos_token_id,
             eos_token_id=model_config.eos_token_id,
             pad_token_id=model_config.pad_token_id,

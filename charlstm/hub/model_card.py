@@ -18,6 +18,7 @@ from safetensors import safe_open
 from transformers import GenerationConfig, pipeline
 
 from .. import register
+from ..detection.decision import DetectorDecision
 from ..errors import MissingFileError
 from ..generation.sampling import load_generator
 from ..generation.settings import GenerationSettings, check_settings
@@ -185,6 +186,7 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
     test = log.get("test") or {}
     title = _title(model_dir, repo_id)
     model, tokenizer, _ = load_model(str(model_dir), DETECTOR)
+    decision = DetectorDecision.of(model.config, str(model_dir))
     classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     widget = [{"text": text, "example_title": f"example {number}",
                "output": [{"label": score["label"], "score": round(score["score"], 3)}
@@ -202,7 +204,6 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
     )
     crop = log.get("crop_chars")
     seconds = log.get("train_seconds")
-    lexicon = log.get("lexicon") or {}
     max_length = tokenizer_config.get("model_max_length")
     context = dict(
         title=title,
@@ -217,10 +218,7 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         hidden_sizes=" x ".join(str(size) for size in config.get("hidden_sizes") or []) or NOT_MEASURED,
         num_parameters=_figure(_parameter_count(model_dir), "{:,}"),
         pooling=POOLING_WORDS.get(config.get("classifier_pooling", "last"), NOT_MEASURED),
-        lexicon=(f"{lexicon['words']:,} words of the generator's training reviews; the head weighs the share of "
-                 f"unknown words, calibrated on {lexicon.get('calibration_texts', 0):,} further texts"
-                 if isinstance(lexicon.get("words"), int) else "none"),
-        probabilities=_calibration_words(log.get("calibration") or log.get("lexicon") or {}),
+        probabilities=_calibration_words(decision.calibration or {}),
         train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes")
         + (f" on {log['device']}" if isinstance(seconds, (int, float)) and log.get("device") else ""),
         max_characters=_figure(max_length - 1 if isinstance(max_length, int) and max_length < 10**6 else None, "{:,}"),
@@ -229,10 +227,10 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         tested_on=[dict(row, roc_auc=_figure(row.get("roc_auc"), "{:.3f}"),
                         unseen_roc_auc=_figure(row.get("unseen_roc_auc"), "{:.3f}"),
                         false_positive_rate=_figure(row.get("false_positive_rate"), "{:.1%}"))
-                   for row in log.get("tested_on") or []],
-        threshold=_threshold_words(log),
-        uncertain_band=("P(machine) from {:.2f} to {:.2f}".format(*log["uncertain_band"])
-                        if isinstance(log.get("uncertain_band"), list) else NOT_MEASURED),
+                   for row in decision.tested_on],
+        threshold=_threshold_words(decision),
+        uncertain_band=("P(machine) from {:.2f} to {:.2f}".format(*decision.uncertain_band)
+                        if decision.uncertain_band else NOT_MEASURED),
         **{name: _figure(value, "{:.4f}") for name, value in metrics.items()},
     )
     return _render(DETECTOR_TEMPLATE, card_data, context)
@@ -252,11 +250,11 @@ def _calibration_words(calibration: dict) -> str:
     return words
 
 
-def _threshold_words(log: dict) -> str:
-    threshold, rate = log.get("threshold"), log.get("threshold_false_positive_rate")
-    if not isinstance(threshold, (int, float)):
-        return "P(machine) >= 0.5 (no evaluation set a threshold)"
-    if not isinstance(rate, (int, float)):
+def _threshold_words(decision: DetectorDecision) -> str:
+    threshold, rate = decision.threshold, decision.threshold_false_positive_rate
+    if decision == DetectorDecision(calibration=decision.calibration, tested_on=decision.tested_on):
+        return f"P(machine) >= {threshold:.3g} (no evaluation set a threshold)"
+    if rate is None:
         return f"P(machine) >= {threshold:.3f}"
     return (f"P(machine) >= {threshold:.3f}, the lowest at which each source's held-out human texts were called "
             f"machine at most {rate:.0%} of the time")
@@ -354,8 +352,7 @@ def _parameter_count(model_dir: Path) -> int | None:
     for path in paths:
         with safe_open(str(path), framework="pt") as weights:
             slices = [weights.get_slice(name) for name in weights.keys()]
-            # Integer tensors are lookup tables (a detector's lexicon), not learned weights.
-            total += sum(math.prod(part.get_shape()) for part in slices if not part.get_dtype().startswith(("I", "U")))
+            total += sum(math.prod(part.get_shape()) for part in slices)
     return total
 
 

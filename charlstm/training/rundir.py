@@ -24,14 +24,14 @@ def claim(output: str, resume: bool, overwrite: bool) -> str | None:
         raise UsageError(f"--output-dir {output!r} is a file")
     checkpoints = checkpoints_of(output)
     if resume:
-        complete = [path for path in checkpoints if is_complete(path)]
-        if not complete:
+        newest = last_complete_checkpoint(output)
+        if newest is None:
             raise UsageError(f"nothing to resume in {output!r}: it holds no complete checkpoint")
-        broken = [os.path.basename(path) for path in checkpoints if path not in complete]
+        broken = [os.path.basename(path) for path in checkpoints if not is_complete(path)]
         if broken:
-            print(f"charlstm train: note: resuming from {os.path.basename(complete[-1])}; "
+            print(f"charlstm train: note: resuming from {os.path.basename(newest)}; "
                   f"{', '.join(broken)} {'is' if len(broken) == 1 else 'are'} incomplete and left as found")
-        return complete[-1]
+        return newest
     if holds_run(output) and not overwrite:
         raise UsageError(f"--output-dir {output!r} holds another run; pass --resume to continue it or --overwrite "
                          "to start over")
@@ -60,6 +60,12 @@ def checkpoints_of(output: str) -> list[str]:
     paths = [os.path.join(output, name) for name in os.listdir(output)]
     return sorted((path for path in paths if os.path.isdir(path) and checkpoint_step(path) is not None),
                   key=checkpoint_step)
+
+
+def last_complete_checkpoint(folder: str) -> str | None:
+    """The newest complete checkpoint in `folder` (None if it holds none)."""
+    complete = [path for path in checkpoints_of(folder) if is_complete(path)]
+    return complete[-1] if complete else None
 
 
 def is_complete(checkpoint: str) -> bool:

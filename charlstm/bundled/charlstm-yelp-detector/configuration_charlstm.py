@@ -36,9 +36,9 @@ class CharLSTMConfig(PreTrainedConfig):
         classifier_pooling: what that head reads: `"last"`, the top-layer state at the last real character, or
             `"mean"`, the mean of the top-layer states over all real characters, which gathers evidence from the
             whole text instead of relying on the state to carry it to the end.
-        lexicon_size: words in the classification head's lexicon (0: the head has none). With a lexicon, the head
-            also reads the share of a text's words that are not in it: a character model at a high temperature
-            invents words, which a lexicon of the generator's training reviews does not hold.
+        detection: a detector's decision (threshold, uncertain band, calibration, what it was tested on), as
+            `charlstm.detection.decision.DetectorDecision` reads and writes it; None for a generator. Kept in the
+            config so that every way of loading the detector gives the same verdict.
     """
 
     model_type = "charlstm"
@@ -53,7 +53,7 @@ class CharLSTMConfig(PreTrainedConfig):
         conditioned_on_stars: bool = False,
         classifier_dropout: float = 0.1,
         classifier_pooling: str = "last",
-        lexicon_size: int = 0,
+        detection: dict | None = None,
         pad_token_id: int | None = 0,
         bos_token_id: int | None = 1,
         eos_token_id: int | None = 2,
@@ -68,12 +68,16 @@ class CharLSTMConfig(PreTrainedConfig):
         self.conditioned_on_stars = conditioned_on_stars
         self.classifier_dropout = classifier_dropout
         self.classifier_pooling = classifier_pooling
-        self.lexicon_size = lexicon_size
+        self.detection = detection
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.use_cache = use_cache
         self._check()
+        # The lexicon head is retired: configs saved before without one still load; a detector that had one cannot.
+        if kwargs.pop("lexicon_size", 0):
+            raise ValueError("this detector has a lexicon head, which this version of charlstm no longer has: "
+                             "calibrate the detector it was made from again without a lexicon")
         kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
         super().__init__(**kwargs)
 
@@ -97,8 +101,6 @@ class CharLSTMConfig(PreTrainedConfig):
             raise ValueError(
                 f"classifier_pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {self.classifier_pooling!r}"
             )
-        if not isinstance(self.lexicon_size, int) or self.lexicon_size < 0:
-            raise ValueError(f"lexicon_size must be a non-negative integer, got {self.lexicon_size!r}")
         if self.tie_word_embeddings and self.hidden_sizes[-1] != self.embedding_dim:
             raise ValueError(
                 "tie_word_embeddings needs hidden_sizes[-1] == embedding_dim, "
