@@ -27,7 +27,7 @@ from charlstm.detection.metrics import (
     threshold_for_false_positive_rate,
     threshold_metrics,
 )
-from charlstm.detection.settings import MACHINE
+from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.errors import UsageError
@@ -174,7 +174,8 @@ def test_detector_starts_from_the_generators_layers(generator_dir, detector_data
     # Trained at a learning rate of 0, the detector is what it started from: the generator's embedding and first
     # LSTM layer, bit for bit (`layers=1` leaves the second out), under a new head.
     data = datasets.load_from_disk(str(detector_data_dir))
-    train_detector(str(generator_dir), data, str(tmp_path), max_steps=1, batch_size=4, learning_rate=0.0, layers=1)
+    train_detector(str(generator_dir), data, str(tmp_path),
+                   DetectorTraining(max_steps=1, batch_size=4, learning_rate=0.0, layers=1))
     detector = AutoModelForSequenceClassification.from_pretrained(str(tmp_path)).model.state_dict()
     generator = AutoModelForCausalLM.from_pretrained(str(generator_dir)).model.state_dict()
     assert len(AutoConfig.from_pretrained(str(tmp_path)).hidden_sizes) == 1

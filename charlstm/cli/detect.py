@@ -8,7 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..detection.settings import POOLINGS, SamplingGrid
+from ..detection.settings import POOLINGS, DetectorTraining, SamplingGrid
 from ..errors import MissingFileError, UsageError
 
 
@@ -45,10 +45,13 @@ def add_commands(subparsers) -> None:
     build.add_argument("--human-count", type=int, help="human reviews from the generator's held-out data "
                        "(default: --count); more balance labelled sets that are mostly machine text of that domain")
     grid = SamplingGrid()
-    build.add_argument("--temperatures", type=_floats, default=grid.temperatures, help="default: 0.5,0.7,0.8,1.0,1.2")
-    build.add_argument("--top-ks", type=_ints, default=grid.top_ks, help="0 = off (default: 0,20)")
-    build.add_argument("--top-ps", type=_floats, default=grid.top_ps, help="1.0 = off (default: 1.0,0.9)")
-    build.add_argument("--max-new-tokens", type=_ints, default=grid.max_new_tokens, help="default: 300,600,1000")
+    build.add_argument("--temperatures", type=_floats, default=grid.temperatures,
+                       help=f"default: {_listed(grid.temperatures)}")
+    build.add_argument("--top-ks", type=_ints, default=grid.top_ks, help=f"0 = off (default: {_listed(grid.top_ks)})")
+    build.add_argument("--top-ps", type=_floats, default=grid.top_ps,
+                       help=f"1.0 = off (default: {_listed(grid.top_ps)})")
+    build.add_argument("--max-new-tokens", type=_ints, default=grid.max_new_tokens,
+                       help=f"default: {_listed(grid.max_new_tokens)}")
     build.add_argument("--min-chars", type=int, default=50, help="shortest review kept, both classes (default: 50)")
     build.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing (default: 0.2)")
     build.add_argument("--batch-size", type=int, default=32, help="reviews per generate call (default: 32)")
@@ -83,17 +86,20 @@ def add_commands(subparsers) -> None:
     train.add_argument("data", help="directory written by `charlstm detector build-data`")
     train.add_argument("output", help="directory to save the detector to")
     train.add_argument("--generator", help="generator directory (default: the bundled model)")
-    train.add_argument("--max-steps", type=int, default=1000, help="default: %(default)s")
-    train.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    train.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
-    train.add_argument("--min-chars", type=int, default=40, help="shortest training crop (default: %(default)s)")
-    train.add_argument("--max-chars", type=int, default=800, help="longest crop, and what the detector reads at most")
+    training = DetectorTraining()
+    train.add_argument("--max-steps", type=int, default=training.max_steps, help="default: %(default)s")
+    train.add_argument("--batch-size", type=int, default=training.batch_size, help="default: %(default)s")
+    train.add_argument("--learning-rate", type=float, default=training.learning_rate, help="default: %(default)s")
+    train.add_argument("--min-chars", type=int, default=training.min_chars,
+                       help="shortest training crop (default: %(default)s)")
+    train.add_argument("--max-chars", type=int, default=training.max_chars,
+                       help="longest crop, and what the detector reads at most (default: %(default)s)")
     train.add_argument("--layers", type=int, help="keep only the generator's first N LSTM layers (default: all)")
     train.add_argument(
-        "--pooling", choices=POOLINGS, default="mean",
+        "--pooling", choices=POOLINGS, default=training.pooling,
         help="what the head reads: the mean state over all characters, or the last state (default: %(default)s)",
     )
-    train.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    train.add_argument("--seed", type=int, default=training.seed, help="default: %(default)s")
     train.add_argument(
         "--leave-out-source", action="append", default=[], metavar="SOURCE",
         help="train without this source's rows (the data's `source` column), for a leave-one-source-out figure "
@@ -123,6 +129,10 @@ def add_training_data_arguments(parser) -> None:
     parser.add_argument("--human-data", help="the generator's training data, file or Hub id (default: from its log)")
     parser.add_argument("--validation-fraction", type=float, help="held-out share, as in training (default: from log)")
     parser.add_argument("--data-seed", type=int, help="seed of the held-out split, as in training (default: from log)")
+
+
+def _listed(values) -> str:
+    return ",".join(str(value) for value in values)
 
 
 def _floats(value: str) -> tuple[float, ...]:
@@ -239,20 +249,8 @@ def run_train_detector(args) -> int:
 
     generator_dir = check_kind(args.generator, GENERATOR)  # a wrong generator fails before the data loads
     data = without_sources(load_detector_data(args.data), args.leave_out_source)
-    log = train_detector(
-        generator_dir,
-        data,
-        args.output,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        min_chars=args.min_chars,
-        max_chars=args.max_chars,
-        layers=args.layers,
-        pooling=args.pooling,
-        seed=args.seed,
-        left_out_sources=tuple(args.leave_out_source),
-    )
+    training = DetectorTraining(**{name: getattr(args, name) for name in DetectorTraining.__dataclass_fields__})
+    log = train_detector(generator_dir, data, args.output, training, left_out_sources=tuple(args.leave_out_source))
     print(json.dumps(log.get("test", {}), indent=2))
     return 0
 

@@ -8,6 +8,20 @@ POOLINGS = ("last", "mean")
 
 
 @dataclass(frozen=True)
+class DetectorTraining:
+    """How `charlstm detector train` trains a detector (`train_detector`); the command line's defaults are these."""
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    min_chars: int = 40  # shortest training crop
+    max_chars: int = 800  # longest crop, and what the detector reads at most
+    layers: int | None = None  # keep only the generator's first N LSTM layers (None: all)
+    pooling: str = "mean"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class SamplingGrid:
     """The settings machine reviews are written with. Temperatures take turns; the rest is drawn at random."""
 

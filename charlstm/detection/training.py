@@ -21,7 +21,7 @@ from ..runfiles import DETECTOR_LOG, write_json
 from ..training.report import device_name
 from ..training.rundir import last_complete_checkpoint
 from .detector import Detector, evaluate
-from .settings import LABELS, TOKENIZER_KWARGS
+from .settings import LABELS, TOKENIZER_KWARGS, DetectorTraining
 
 # The generator loads through the Auto classes, and the saved detector gets the code files and `auto_map`.
 register()
@@ -60,27 +60,22 @@ def train_detector(
     generator_dir: str,
     data: DatasetDict,
     output_dir: str,
-    *,
-    max_steps: int = 1000,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    min_chars: int = 40,
-    max_chars: int = 800,
-    layers: int | None = None,
-    pooling: str = "mean",
-    seed: int = 0,
+    training: DetectorTraining = DetectorTraining(),
     left_out_sources: tuple[str, ...] = (),
 ) -> dict:
     """
     Trains on `data["train"]` and saves the detector to `output_dir` (weights, config, tokenizer, code files).
     Checkpoints go to `output_dir/checkpoints` and a rerun resumes from the last one; they are removed once the
-    detector is saved. The tokenizer is saved with `model_max_length = max_chars + 1` (`<bos>` and the longest
+    detector is saved. The tokenizer is saved with `model_max_length = training.max_chars + 1` (`<bos>` and the longest
     crop seen in training), so longer texts are cut to what the detector has learned to judge. `layers` keeps only
     the generator's first LSTM layers (all when None), for a smaller, faster detector. `pooling` is the head's
     `classifier_pooling`: with "mean" every character's state counts, so evidence spread over a long review adds up.
     The detector's log (`detector_log.json`) records the run, the sources `data` was trained without
     (`left_out_sources`, for the caller's record) and, where `data` has a test split, the detector's figures on it.
     """
+    max_steps, batch_size, learning_rate = training.max_steps, training.batch_size, training.learning_rate
+    min_chars, max_chars, layers, pooling, seed = (training.min_chars, training.max_chars, training.layers,
+                                                   training.pooling, training.seed)
     if "train" not in data:
         raise UsageError(f"the detector data has no 'train' split (splits: {', '.join(data)})")
     if not 1 <= min_chars <= max_chars:

@@ -2,9 +2,9 @@
 
 Each text is reduced to a few statistics of the generator's own scores (`charlstm.detection.scoring`): bits per
 character, the shares of characters among its top 1, 3 and 10 choices, and Fast-DetectGPT's analytic curvature.
-Sampling moves these away from human text in both directions: a low temperature makes text too predictable (low bits, many
-top-1 characters), a high one too surprising. So the score is two-sided: the distance of one statistic from its
-median over human training texts.
+Sampling moves these away from human text in both directions: a low temperature makes text too predictable (low
+bits, many top-1 characters), a high one too surprising. So the score is two-sided: the distance of one statistic
+from its median over human training texts.
 
 Calibration fits no weights. On the training split it picks the statistic whose distance separates best (ROC-AUC)
 and the distance threshold with the best accuracy; that is all the baseline learns, which keeps it a fair
