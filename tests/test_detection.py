@@ -398,7 +398,7 @@ def test_a_detector_calls_machine_at_the_threshold_its_config_names(detector_dir
         assert f"It calls a text machine-written at P(machine) >= {threshold:.3g}." in detector.caveat()
     config = json.loads((strict / "config.json").read_text())
     for detection, complaint in (({"threshold": 2}, "threshold 2: expected a probability"),
-                                 ({"uncertain_band": [0.4]}, "uncertain_band [0.4]: expected two probabilities"),
+                                 ({"uncertain_band": [0.4]}, r"uncertain_band \[0.4\]: expected two probabilities"),
                                  ({"uncertain_band": ["a", "b"]}, "expected two probabilities"),
                                  ({"tested_on": [{"name": "x"}]}, "tested_on row .* expected a name and an roc_auc"),
                                  ({"colour": "red"}, "unknown fields")):
