@@ -2,7 +2,7 @@
 
 import argparse
 
-from ..training.defaults import DATA_DEFAULTS, DEFAULT_DATASET, PRESETS
+from ..training.defaults import DATA_DEFAULTS, DEFAULT_DATASET, PRESETS, STAR_EMBEDDING_DIM
 
 
 def add_commands(subparsers) -> None:
@@ -15,6 +15,9 @@ def add_commands(subparsers) -> None:
     _add_data_arguments(train)
     train.add_argument("--condition-on-stars", action="store_true",
                        help="start each review with its star token, so generation can ask for a rating")
+    train.add_argument("--star-embedding-dim", type=int, default=STAR_EMBEDDING_DIM,
+                       help="with --condition-on-stars, size of the rating input fed beside every character "
+                       "(0: the star token alone; default: %(default)s)")
     train.add_argument("--vocab-coverage", type=float, default=0.9999,
                        help="share of training characters the vocabulary covers; the rest become <unk>")
     model = train.add_argument_group("model")

@@ -20,3 +20,6 @@ DATA_DEFAULTS = {
     "seq_len": 256,
     "batch_size": 32,
 }
+
+# Size of the rating input a star-conditioned model reads at every step (`--star-embedding-dim`).
+STAR_EMBEDDING_DIM = 16

@@ -43,6 +43,8 @@ from ..runfiles import CARRIED_STATE, TRAINER_STATE, TRAINING_CURVES, TRAINING_L
 from ..tokenization_charlstm import CharLSTMTokenizer
 from .data import IGNORE_INDEX, ParallelStreams, Reviews, build_tokenizer, framed_stream, load_reviews, pack_reviews
 from .defaults import DATA_DEFAULTS, PRESETS
+from .star_prior import star_shares
+from .warm_start import add_rating_input
 
 # `trainer.save_model` writes the three code files and `auto_map` only for registered classes.
 register()
@@ -226,6 +228,8 @@ class CharLSTMTrainer(Trainer):
         stream_inputs = {"input_ids": inputs["input_ids"][:, :-1], "labels": labels,
                          "shift_labels": labels[:, 1:].contiguous(), "cache": self._incoming_state(block),
                          "use_cache": True}
+        if "star_ids" in inputs:  # the rating of each position's review (see pack_reviews)
+            stream_inputs["star_ids"] = inputs["star_ids"][:, :-1]
         loss, outputs = super().compute_loss(model, stream_inputs, True, num_items_in_batch)
         cache = outputs.cache
         self.carried = CarriedState([h.detach() for h in cache.hidden], [c.detach() for c in cache.cell], block + 1)
@@ -410,6 +414,8 @@ def prepare_run(args) -> PreparedRun:
         eval_blocks = pack_reviews(reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
                                    desc="packing held-out")
     model = start.model if start and not checkpoint else _new_model(args, tokenizer, checkpoint)
+    if args.condition_on_stars:  # the rating a review asked for none draws from (see config.star_shares)
+        model.config.star_shares = star_shares(reviews.train)
     return PreparedRun(reviews, tokenizer, train_blocks, eval_blocks, model, training_args, checkpoint, start)
 
 
@@ -452,6 +458,8 @@ def _starting_model(args, load_weights: bool) -> StartingModel:
                                  "data keep its split, or the held-out reviews include ones it trained on")
     if model is not None:
         model.config.dropout = model.model.dropout.p = args.dropout  # a training setting, not part of the shape
+        if args.condition_on_stars:  # a model that reads the rating from its star token only gets the rating input
+            add_rating_input(model, args.star_embedding_dim, args.seed)
         model.train()
     return StartingModel(source, log, model, tokenizer)
 
@@ -588,6 +596,7 @@ def _new_model(args, tokenizer, checkpoint: str | None) -> CharLSTMForCausalLM:
             hidden_sizes=args.hidden_sizes or preset["hidden_sizes"],
             dropout=args.dropout,
             conditioned_on_stars=args.condition_on_stars,
+            star_embedding_dim=args.star_embedding_dim if args.condition_on_stars else 0,
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
