@@ -19,7 +19,7 @@ from charlstm.generation.loading import BUNDLED_MODEL, load_generator, load_mode
 from charlstm.generation.rating import star_probabilities
 from charlstm.generation.settings import GenerationSettings, check_settings
 from charlstm.modeling_charlstm import ratings_in_force
-from charlstm.training.data import pack_reviews
+from charlstm.training.data import framed_stream, pack_reviews
 from charlstm.training.warm_start import add_rating_input
 from tests.conftest import make_tiny_model
 
@@ -78,6 +78,27 @@ def test_packed_blocks_give_every_character_its_reviews_rating(tiny_tokenizer):
             elif token == tiny_tokenizer.bos_token_id:
                 assert rating == 0
     assert sum(1 for ids in blocks["input_ids"] if not set(ids) & set(star_tokens)) >= 4  # most hold no star token
+
+
+def test_an_unrated_share_of_training_reviews_goes_without_star_token_or_rating(tiny_tokenizer):
+    rows = datasets.Dataset.from_list([{"text": f"review {index} " + "x" * 20, "stars": 3} for index in range(200)])
+    three = tiny_tokenizer.convert_tokens_to_ids(star_token(3))
+    for share in (0.0, 0.3):
+        ids, _, stars = framed_stream(rows, tiny_tokenizer, condition_on_stars=True, unrated_share=share)
+        starts = [index for index, token in enumerate(ids.tolist()) if token == tiny_tokenizer.bos_token_id]
+        rated = 0
+        for start, end in zip(starts, [*starts[1:], len(ids)]):
+            # Each review: <bos> with rating 0, then its star token and rating 3 on every position, or neither.
+            has_token = ids[start + 1] == three
+            assert stars[start] == 0 and set(stars[start + 1 : end].tolist()) == ({3} if has_token else {0})
+            rated += int(has_token)
+        assert len(starts) == 200
+        if share == 0.0:
+            assert rated == 200
+        else:
+            assert 40 <= 200 - rated <= 80  # about 30% unrated, chosen by the text
+    blocks = [pack_reviews(rows, tiny_tokenizer, 64, condition_on_stars=True, unrated_share=0.3) for _ in range(2)]
+    assert blocks[0]["input_ids"] == blocks[1]["input_ids"]  # the same reviews every time
 
 
 def test_star_ids_override_what_the_tokens_say_and_agree_where_they_are_the_same(tiny_tokenizer):
@@ -148,6 +169,14 @@ def test_an_unconditioned_sample_starts_like_a_review_and_is_cut_at_a_word_end(t
         assert 60 <= len(review.text) <= 60 + 15 + 16 + 16, review.text  # near the length asked for
         assert review.text.replace(".", "").split()[-1] in FILLER + list(RATING_WORDS.values()), review.text
     assert any(review.cut for review in reviews)
+
+
+def test_from_bos_alone_the_model_starts_a_review_too(trained_dir):
+    # `model.generate` or `pipeline` given no star token: the reviews trained without theirs taught it this.
+    generator = load_generator(trained_dir, int8=False)
+    ids = torch.tensor([[generator.tokenizer.bos_token_id]])
+    out = generator.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+    assert generator.tokenizer.decode(out[0], skip_special_tokens=True) == "The "
 
 
 def test_rating_a_review_by_likelihood_finds_its_rating(trained_dir, capsys):

@@ -18,6 +18,9 @@ def add_commands(subparsers) -> None:
     train.add_argument("--star-embedding-dim", type=int, default=STAR_EMBEDDING_DIM,
                        help="with --condition-on-stars, size of the rating input fed beside every character "
                        "(0: the star token alone; default: %(default)s)")
+    train.add_argument("--unrated-share", type=float, default=0.1,
+                       help="with --condition-on-stars, share of training reviews framed without their star token "
+                       "and rating, so the model also writes reviews given no rating (default: %(default)s)")
     train.add_argument("--vocab-coverage", type=float, default=0.9999,
                        help="share of training characters the vocabulary covers; the rest become <unk>")
     model = train.add_argument_group("model")

@@ -7,6 +7,7 @@ held-out part with the same framing.
 import math
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 
 import datasets
@@ -256,6 +257,7 @@ def pack_reviews(
     condition_on_stars: bool,
     num_proc: int | None = None,
     desc: str = "packing",
+    unrated_share: float = 0.0,
 ) -> Dataset:
     """
     Frames each review as `<bos> [<Nstar>] text <eos>`, joins them and cuts the stream into blocks of `seq_len + 1`
@@ -263,13 +265,18 @@ def pack_reviews(
     and the star token: a conditioned model is told the rating, not asked to guess it, and bpc counts the text
     and `<eos>` only. With `condition_on_stars`, a `star_ids` column gives every position the rating of the review
     it belongs to (0 at `<bos>`), which a block cut from inside a review could not read from its tokens.
+    `unrated_share` of the reviews (chosen by a hash of their text) go without their star token and with rating 0,
+    so the model also learns reviews with no rating given, as `model.generate` or `pipeline` without a star token
+    asks for them.
     `datasets.map` caches the result and can run it in `num_proc` processes.
     """
     if seq_len < 1:
         raise UsageError(f"--seq-len must be at least 1, got {seq_len}")
     if condition_on_stars and "stars" not in reviews.column_names:
         raise UsageError("--condition-on-stars needs star ratings, but the data has no label column")
-    framing = _Framing(tokenizer, seq_len, condition_on_stars)
+    if not 0.0 <= unrated_share < 1.0:
+        raise UsageError(f"--unrated-share must be in [0, 1), got {unrated_share}")
+    framing = _Framing(tokenizer, seq_len, condition_on_stars, unrated_share)
     columns = ("input_ids", "labels", "star_ids") if condition_on_stars else ("input_ids", "labels")
     return reviews.map(
         framing,
@@ -285,10 +292,11 @@ def pack_reviews(
 class _Framing:
     """The batched `map` function of `pack_reviews`; a class so that `datasets` can hash it for its cache."""
 
-    def __init__(self, tokenizer: CharLSTMTokenizer, seq_len: int, condition_on_stars: bool):
+    def __init__(self, tokenizer: CharLSTMTokenizer, seq_len: int, condition_on_stars: bool, unrated_share=0.0):
         self.tokenizer = tokenizer
         self.block = seq_len + 1
         self.condition_on_stars = condition_on_stars
+        self.unrated_below = int(unrated_share * 2**32)  # reviews whose text hashes below this go unrated
         self.star_ids = {stars: tokenizer.convert_tokens_to_ids(star_token(stars)) for stars in range(1, 6)}
         # A plain dict lookup per character: 20x faster than convert_tokens_to_ids, and a literal "<5star>"
         # inside a review stays seven characters (only single characters are looked up).
@@ -306,7 +314,7 @@ class _Framing:
             chars = [lookup(char, unk) for char in text]
             prefix = [tokenizer.bos_token_id]
             rating = 0
-            if self.condition_on_stars:
+            if self.condition_on_stars and zlib.crc32(text.encode("utf-8")) >= self.unrated_below:
                 rating = batch["stars"][index]
                 prefix.append(self.star_ids[rating])
             ids += prefix + chars + [tokenizer.eos_token_id]
@@ -329,12 +337,12 @@ class _Framing:
         return blocks
 
 
-def framed_stream(reviews: Dataset, tokenizer: CharLSTMTokenizer, condition_on_stars: bool):
+def framed_stream(reviews: Dataset, tokenizer: CharLSTMTokenizer, condition_on_stars: bool, unrated_share=0.0):
     """
     All reviews framed as `pack_reviews` frames them, as one stream: (ids, labels, star_ids) int32 arrays,
     star_ids None without `condition_on_stars`.
     """
-    framing = _Framing(tokenizer, seq_len=1, condition_on_stars=condition_on_stars)
+    framing = _Framing(tokenizer, 1, condition_on_stars, unrated_share)
     ids, labels, stars = [], [], []
     for batch in reviews.iter(batch_size=1000):
         for stream, part in zip((ids, labels, stars), framing.frame(batch)):

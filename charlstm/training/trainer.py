@@ -406,11 +406,12 @@ def prepare_run(args) -> PreparedRun:
             tokenizer = start.tokenizer if start else build_tokenizer(reviews, args.vocab_coverage)
         if args.carry_state:
             rows = args.batch_size * training_args.world_size
-            train_blocks = ParallelStreams(*framed_stream(reviews.train, tokenizer, args.condition_on_stars),
+            train_blocks = ParallelStreams(*framed_stream(reviews.train, tokenizer, args.condition_on_stars,
+                                                          args.unrated_share),
                                            args.seq_len, rows)
         else:
             train_blocks = pack_reviews(reviews.train, tokenizer, args.seq_len, args.condition_on_stars,
-                                        args.num_proc, desc="packing train")
+                                        args.num_proc, desc="packing train", unrated_share=args.unrated_share)
         eval_blocks = pack_reviews(reviews.held_out, tokenizer, args.seq_len, args.condition_on_stars, args.num_proc,
                                    desc="packing held-out")
     model = start.model if start and not checkpoint else _new_model(args, tokenizer, checkpoint)
