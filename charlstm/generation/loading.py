@@ -19,6 +19,7 @@ from transformers.utils import logging as transformers_logging
 
 from .. import register
 from ..errors import MissingFileError, UsageError
+from .cpu import use_one_thread, warm_up
 from .sampling import ReviewGenerator
 
 # The models the project ships, as package data: used whenever no model is named. The generator is made by
@@ -147,10 +148,12 @@ def load_generator(model: str | os.PathLike | None = None, int8: bool = True) ->
     run, the model stays fp32 with a warning.
     """
     causal_lm, tokenizer, source = load_model(model, GENERATOR)
+    use_one_thread()  # see charlstm.generation.cpu: a second thread made the first requests several times slower
     if int8:
         from ..quantization import quantize
 
         causal_lm = quantize(causal_lm, inplace=True)
+        warm_up(causal_lm, tokenizer)
     return ReviewGenerator(causal_lm, tokenizer, source)
 
 
