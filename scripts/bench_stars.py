@@ -133,7 +133,8 @@ def held_out_bpc(model: str, options) -> dict:
         path = os.path.join(folder, "eval.json")
         command = [sys.executable, "-m", "charlstm.cli", "eval", "--model", model, "--max-reviews",
                    str(options.eval_reviews), "--json", path, "--dataset", options.dataset]
-        subprocess.run(command, cwd=options.data_root, check=True, capture_output=True)
+        # Run from this checkout: `python -m` imports the package of its working directory first.
+        subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
         with open(path, encoding="utf-8") as handle:
             report = json.load(handle)
     return {"reviews": report["eval_reviews"], "overall": round(report["eval_bpc"], 4),
@@ -164,7 +165,7 @@ def main() -> None:
     dataset = options.dataset or log["dataset"]
     if not os.path.isabs(dataset) and not os.path.exists(dataset):
         dataset = os.path.join(options.data_root, dataset)
-    options.dataset = dataset
+    options.dataset = dataset = os.path.abspath(dataset) if os.path.exists(dataset) else dataset
     reviews = load_reviews(dataset, log.get("text_column", "text"), log.get("label_column"), need_stars=True,
                            held_out_split=log.get("eval_split"), validation_fraction=log["validation_fraction"],
                            seed=log["seed"])
