@@ -169,7 +169,10 @@ class Int8DecodingStep:
         return products
 
     def __call__(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
-        stars = ratings_after(input_ids, incoming_stars(cache, input_ids.shape[0]), self.bos_token_id)
+        if self.star_embeddings is None:  # no rating input: the rows of the character table are all there is
+            stars = torch.zeros(input_ids.shape[0], dtype=torch.long)
+        else:
+            stars = ratings_after(input_ids, incoming_stars(cache, input_ids.shape[0]), self.bos_token_id)
         logits, cache.hidden, cache.cell, products = scripted(int8_model_step)(
             input_ids, self.embeddings, self.first_layer_inputs, cache.hidden, cache.cell, self.packed,
             self.head_weight, self.head_bias, self.recurrent_products_ready(cache.hidden), starts_recurrent_early(),
