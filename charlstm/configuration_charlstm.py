@@ -16,6 +16,10 @@ AUTO_MAP = {
 
 # Number of special tokens the tokenizer always puts first: pad, bos, eos, unk and one token per star rating.
 NUM_SPECIAL_TOKENS = 9
+# The tokenizer's <1star>..<5star> are ids 4..8: the model reads ratings from them without a tokenizer.
+FIRST_STAR_TOKEN_ID = 4
+# Index 0 of the rating input means "no rating"; 1-5 are the star ratings.
+NUM_RATINGS = 6
 CLASSIFIER_POOLINGS = ("last", "mean")
 
 
@@ -32,6 +36,12 @@ class CharLSTMConfig(PreTrainedConfig):
         tie_word_embeddings: share the output projection with the input embedding; needs
             `hidden_sizes[-1] == embedding_dim`.
         conditioned_on_stars: whether the model was trained with a star-rating token at the start of each review.
+        star_embedding_dim: size of a rating embedding concatenated to every character's embedding before the
+            first layer (0: none). The rating in force is the last star token seen, so a review's rating reaches
+            every character rather than only those within reach of its star token (Lipton et al. 2015's
+            Generative Concatenative Network). 0 keeps models saved before the field loading unchanged.
+        star_shares: the share of each rating 1-5 among the training reviews (None: unknown, taken as uniform):
+            the prior from which a review asked for no rating draws one, and of `charlstm rate --prior training`.
         classifier_dropout: dropout before the classification head of `CharLSTMForSequenceClassification`.
         classifier_pooling: what that head reads: `"last"`, the top-layer state at the last real character, or
             `"mean"`, the mean of the top-layer states over all real characters, which gathers evidence from the
@@ -51,6 +61,8 @@ class CharLSTMConfig(PreTrainedConfig):
         dropout: float = 0.0,
         tie_word_embeddings: bool = False,
         conditioned_on_stars: bool = False,
+        star_embedding_dim: int = 0,
+        star_shares: list[float] | None = None,
         classifier_dropout: float = 0.1,
         classifier_pooling: str = "last",
         detection: dict | None = None,
@@ -66,6 +78,8 @@ class CharLSTMConfig(PreTrainedConfig):
         self.dropout = dropout
         self.tie_word_embeddings = tie_word_embeddings
         self.conditioned_on_stars = conditioned_on_stars
+        self.star_embedding_dim = star_embedding_dim
+        self.star_shares = list(star_shares) if star_shares is not None else None
         self.classifier_dropout = classifier_dropout
         self.classifier_pooling = classifier_pooling
         self.detection = detection
@@ -101,6 +115,14 @@ class CharLSTMConfig(PreTrainedConfig):
             raise ValueError(
                 f"classifier_pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {self.classifier_pooling!r}"
             )
+        if not isinstance(self.star_embedding_dim, int) or self.star_embedding_dim < 0:
+            raise ValueError(f"star_embedding_dim must be a non-negative integer, got {self.star_embedding_dim!r}")
+        if self.star_shares is not None and (
+            len(self.star_shares) != NUM_RATINGS - 1 or min(self.star_shares) < 0 or sum(self.star_shares) <= 0
+        ):
+            raise ValueError(
+                f"star_shares must be 5 non-negative numbers with a positive sum, got {self.star_shares!r}"
+            )
         if self.tie_word_embeddings and self.hidden_sizes[-1] != self.embedding_dim:
             raise ValueError(
                 "tie_word_embeddings needs hidden_sizes[-1] == embedding_dim, "
@@ -110,6 +132,11 @@ class CharLSTMConfig(PreTrainedConfig):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
                 raise ValueError(f"{name} must be None or an id below vocab_size={self.vocab_size}, got {value!r}")
+
+    @property
+    def first_layer_input_size(self) -> int:
+        """The character embedding and the rating embedding side by side."""
+        return self.embedding_dim + self.star_embedding_dim
 
     @property
     def num_layers(self) -> int:

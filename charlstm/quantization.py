@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .configuration_charlstm import FIRST_STAR_TOKEN_ID, NUM_RATINGS
+
 INT8_ENGINES = ("x86", "fbgemm", "qnnpack")
 
 
@@ -85,7 +87,10 @@ def prepare_int8_decoding(model: nn.Module) -> None:
     this is called again.
     """
     packed = packed_layer_weights(model.model.layers)
-    model.decoding_step = None if packed is None else Int8DecodingStep(packed, model.model.embeddings, model.lm_head)
+    model.decoding_step = None if packed is None else Int8DecodingStep(
+        packed, model.model.embeddings, model.lm_head, getattr(model.model, "star_embeddings", None),
+        model.config.bos_token_id,
+    )
 
 
 class Int8LayerStep:
@@ -127,14 +132,26 @@ class Int8DecodingStep:
     function (`int8_model_step`), which updates the cache's h and c. With one torch thread it starts the next
     step's recurrent products early and keeps them here, with the hidden states they were started from: they are
     used only while the cache still holds those very tensors (beam search reorders it, another generation has its
-    own), so the numbers are always those of the layer-by-layer path.
+    own), so the numbers are always those of the layer-by-layer path. A model with a rating input
+    (`star_embeddings`) also carries the rating in force in the cache, as its own forward does.
     """
 
-    def __init__(self, packed: list, embeddings: nn.Embedding, head: nn.Linear):
+    def __init__(
+        self,
+        packed: list,
+        embeddings: nn.Embedding,
+        head: nn.Linear,
+        star_embeddings: nn.Embedding | None = None,
+        bos_token_id: int | None = None,
+    ):
         self.packed = packed
         self.embeddings = embeddings.weight
+        self.star_embeddings = None if star_embeddings is None else star_embeddings.weight
+        self.bos_token_id = -1 if bos_token_id is None else bos_token_id
         with torch.no_grad():
-            self.first_layer_inputs = int8_first_layer_inputs(self.embeddings, packed[0])
+            self.first_layer_inputs = int8_first_layer_inputs(
+                first_layer_input_rows(self.embeddings, self.star_embeddings), packed[0]
+            )
         self.head_weight = head.weight
         self.head_bias = head.bias
         # (future of the recurrent products, the hidden states they were started from), set in one assignment
@@ -152,16 +169,53 @@ class Int8DecodingStep:
         return products
 
     def __call__(self, input_ids: torch.Tensor, cache) -> torch.Tensor:
+        if self.star_embeddings is None:  # no rating input: the rows of the character table are all there is
+            stars = torch.zeros(input_ids.shape[0], dtype=torch.long)
+        else:
+            stars = ratings_after(input_ids, incoming_stars(cache, input_ids.shape[0]), self.bos_token_id)
         logits, cache.hidden, cache.cell, products = scripted(int8_model_step)(
             input_ids, self.embeddings, self.first_layer_inputs, cache.hidden, cache.cell, self.packed,
             self.head_weight, self.head_bias, self.recurrent_products_ready(cache.hidden), starts_recurrent_early(),
+            stars, self.star_embeddings,
         )
+        if self.star_embeddings is not None:
+            cache.stars = stars
         self.early = None if products is None else (products, tuple(cache.hidden))
         return logits
 
     def __getstate__(self):
         # Early products belong to a running generation, not to the model: a copy of the model starts without.
         return {**self.__dict__, "early": None}
+
+
+def incoming_stars(cache, batch_size: int) -> torch.Tensor:
+    """The rating each row of `cache` carries in (0 where it carries none), [batch] long."""
+    stars = getattr(cache, "stars", None)
+    return torch.zeros(batch_size, dtype=torch.long) if stars is None else stars
+
+
+def ratings_after(input_ids: torch.Tensor, incoming: torch.Tensor, bos_token_id: int) -> torch.Tensor:
+    """
+    The rating in force after one character per row (input_ids [batch, 1]): a star token's own rating, 0 after
+    `<bos>`, else the incoming one; the one-character case of the model's `ratings_in_force`.
+    """
+    ids = input_ids[:, 0]
+    is_star = (ids >= FIRST_STAR_TOKEN_ID) & (ids < FIRST_STAR_TOKEN_ID + NUM_RATINGS - 1)
+    kept = torch.where(ids == bos_token_id, torch.zeros_like(incoming), incoming)
+    return torch.where(is_star, ids - (FIRST_STAR_TOKEN_ID - 1), kept)
+
+
+def first_layer_input_rows(embeddings: torch.Tensor, star_embeddings: torch.Tensor | None) -> torch.Tensor:
+    """
+    Every input the first layer can receive, one row each: the characters alone, or with a rating input every
+    (rating, character) pair, row `rating * vocab + character` [NUM_RATINGS * vocab, embedding + star_embedding].
+    """
+    if star_embeddings is None:
+        return embeddings
+    vocab, ratings = embeddings.shape[0], star_embeddings.shape[0]
+    return torch.cat(
+        [embeddings.repeat(ratings, 1), star_embeddings.repeat_interleave(vocab, dim=0)], dim=1
+    )
 
 
 def starts_recurrent_early() -> bool:
@@ -206,9 +260,9 @@ def int8_first_layer_inputs(
     embeddings: torch.Tensor, packed_ih: "torch.classes.quantized.LinearPackedParamsBase"
 ) -> torch.Tensor:
     """
-    The first layer's input product of every character [vocab, 4 * hidden_size], one row each, as `int8_lstm_cell`
-    computes it for a character alone. It is the same at every step, so `int8_model_step` looks it up at batch 1
-    instead of computing it.
+    The first layer's input product of every input row (`first_layer_input_rows`) [rows, 4 * hidden_size], one
+    row each, as `int8_lstm_cell` computes it for a character alone. It is the same at every step, so
+    `int8_model_step` looks it up at batch 1 instead of computing it.
     """
     return torch.cat([torch.ops.quantized.linear_dynamic(row[None], packed_ih, True) for row in embeddings])
 
@@ -224,11 +278,14 @@ def int8_model_step(
     head_bias: torch.Tensor,
     early_recurrent: "Optional[torch.jit.Future[list[torch.Tensor]]]",
     start_next: bool,
+    stars: torch.Tensor,
+    star_embeddings: Optional[torch.Tensor],
 ) -> "tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], Optional[torch.jit.Future[list[torch.Tensor]]]]":
     """
     A whole decoding step of an int8 model, one character per row (input_ids [batch, 1]), from character to
     logits. `packed` holds each layer's input and recurrent products in turn, `first_layer_inputs` the first
-    layer's input product of every character (`int8_first_layer_inputs`). Returns the logits [batch, 1, vocab],
+    layer's input product of every character, or of every (rating, character) pair with a rating input
+    (`int8_first_layer_inputs`), `stars` [batch] the rating in force at this step. Returns the logits [batch, 1, vocab],
     the new hidden and cell states and, with `start_next`, the recurrent products for the next step, already
     running on another thread (`torch.jit.fork`). The numbers are those of `int8_lstm_cell` run layer by layer,
     to the bit.
@@ -243,10 +300,12 @@ def int8_model_step(
     else:
         recurrent = torch.jit.wait(early_recurrent)
     if input_ids.shape[0] == 1:
-        x = first_layer_inputs.index_select(0, input_ids[:, 0])
+        x = first_layer_inputs.index_select(0, input_ids[:, 0] + stars * embeddings.shape[0])
     else:
         # Rows of a batch share one activation scale per product, which a table made row by row cannot know.
         characters = torch.nn.functional.embedding(input_ids[:, 0], embeddings)
+        if star_embeddings is not None:
+            characters = torch.cat([characters, torch.nn.functional.embedding(stars, star_embeddings)], dim=1)
         x = torch.ops.quantized.linear_dynamic(characters, packed[0], True)
     new_hidden: list[torch.Tensor] = []
     new_cell: list[torch.Tensor] = []

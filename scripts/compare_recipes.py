@@ -114,7 +114,7 @@ def train_recipe(recipe: Recipe, options) -> dict:
                                    desc="packing held-out subset")
         train_data, predicted_per_example = run.train_blocks, config.seq_len
         if recipe.ibm_windows:
-            train_data = NextCharacterWindows(*framed_stream(run.reviews.train, run.tokenizer, True))
+            train_data = NextCharacterWindows(*framed_stream(run.reviews.train, run.tokenizer, True)[:2])
             predicted_per_example = 1
         trainer = make_trainer(run.model, run.tokenizer, run.training_args, train_data, eval_blocks,
                                max_minutes=config.max_minutes)

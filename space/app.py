@@ -105,6 +105,14 @@ class StopSignals:
             event.set()
 
 
+def _done(cut) -> str:
+    """The status of finished reviews: says which the length limit ended, not the model."""
+    if not any(cut):
+        return "done."
+    which = ", ".join(str(index + 1) for index, was_cut in enumerate(cut) if was_cut)
+    return f"done. Review {which} of {len(cut)} cut for length: raise Max new characters for whole reviews."
+
+
 class ReviewSpace:
     """The page and its handlers. Handlers are methods so Gradio sees their signatures (and the gr.Request)."""
 
@@ -145,8 +153,9 @@ class ReviewSpace:
                 done = all(update.finished)
                 if done or time.monotonic() - last_paint >= REPAINT_SECONDS:
                     last_paint = time.monotonic()
-                    state = ("stopped." if stop.is_set() else "done.") if done else "writing…"
-                    details = {"reviews": list(update.texts), "seed": settings.seed, "finished": done}
+                    state = ("stopped." if stop.is_set() else _done(update.cut)) if done else "writing…"
+                    details = {"reviews": list(update.texts), "seed": settings.seed, "finished": done,
+                               "cut": list(update.cut)}
                     yield REVIEW_SEPARATOR.join(update.texts), details, f"Seed {settings.seed} — {state}"
 
     def stop(self, request: gr.Request):

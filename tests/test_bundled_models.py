@@ -75,7 +75,9 @@ RECORDED_P_MACHINE = {
 def test_bundled_models_give_the_recorded_outputs_for_fixed_settings():
     generator = load_generator(int8=False)
     settings = check_settings(GenerationSettings(prompt="The tacos", stars=5, seed=7, max_new_tokens=80))
-    assert generator.generate(settings) == [RECORDED_REVIEW]
+    # Its first 80 new characters: past the length asked for, a review now runs on to a sentence or word end.
+    [review] = generator.generate(settings)
+    assert review.startswith(RECORDED_REVIEW)
     detections = Detector().predict(list(RECORDED_P_MACHINE))
     assert [round(d.machine_probability, 6) for d in detections] == list(RECORDED_P_MACHINE.values())
     assert [(d.label, d.uncertain) for d in detections] == [("human", True), ("human", True)]

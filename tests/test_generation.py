@@ -9,7 +9,7 @@ import torch
 
 from charlstm import star_token
 from charlstm.cli import main
-from charlstm.generation.sampling import load_generator
+from charlstm.generation.sampling import load_generator, most_new_characters, sentence_slack
 from charlstm.generation.settings import GenerationSettings, Limits, check_settings
 from charlstm.generation.streaming import REVIEW_SEPARATOR, BatchCharacterStreamer
 from charlstm.loading import BUNDLED_MODEL
@@ -100,8 +100,29 @@ def test_generate_writes_the_asked_number_of_reviews_that_continue_the_prompt(ge
     assert len(reviews) == 3
     for review in reviews:
         assert review.startswith("The tacos")
-        assert len(review) == len("The tacos") + 25  # this test model never writes <eos>
+        # This test model never writes <eos>: each review runs past the length asked for to a word's end.
+        assert len("The tacos") + 25 <= len(review) <= len("The tacos") + most_new_characters(25)
     assert len(set(reviews)) == 3
+
+
+def test_a_review_cut_for_length_ends_at_a_sentence_or_word_end_and_says_so(generator):
+    chosen = settings(num_reviews=4, max_new_tokens=25)
+    written = generator.write(chosen)
+    assert [review.text for review in written] == generator.generate(chosen)
+    rows = generator._rows(chosen, [5] * 4)
+    raw = generator.tokenizer.batch_decode(
+        generator._run(rows, chosen, threading.Event())[:, rows.shape[1] :], skip_special_tokens=True
+    )
+    for review, untrimmed in zip(written, raw):
+        assert review.cut and review.stars == 5  # this test model never writes <eos>
+        new = len(review.text) - len("The tacos")
+        assert new >= 25 and not review.text[-1].isspace()
+        assert ("The tacos" + untrimmed).startswith(review.text)
+        if len(untrimmed) < most_new_characters(25):  # stopped early: at a space, which is trimmed
+            assert untrimmed[-1].isspace() and len(untrimmed) == new + 1
+            if len(untrimmed) <= 25 + sentence_slack(25):  # within reach of a sentence end: after one
+                assert untrimmed[-2] in ".!?"
+    assert any(len(untrimmed) < most_new_characters(25) for untrimmed in raw)
 
 
 def test_the_same_seed_gives_the_same_reviews_and_another_seed_others(generator):
@@ -169,15 +190,16 @@ def test_streamer_hands_out_each_character_of_every_row_and_marks_ended_rows(gen
         seen.append(next(iter(streamer)))
     assert [update.texts for update in seen] == [("Hia", "Hib"), ("Hia", "Hibb"), ("Hia", "Hibba")]
     assert [update.finished for update in seen] == [(False, False), (True, False), (True, False)]
-    streamer.end()
-    assert list(streamer) == [(("Hia", "Hibba"), (True, True))]
+    streamer.end()  # what generate calls when it stops: the caller's finish sends the last update
+    streamer.finish()
+    assert list(streamer) == [(("Hia", "Hibba"), (True, True), (False, True))]  # the second was cut, not ended
 
 
 def test_a_slow_reader_gets_the_newest_texts_not_a_backlog(generator):
     streamer = BatchCharacterStreamer(generator.tokenizer, "", batch_size=1)
     for char in "abcde":
         streamer.put(torch.tensor(generator.tokenizer.convert_tokens_to_ids([char])))
-    streamer.end()
+    streamer.finish()
     assert [update.texts for update in streamer] == [("abcde",)]
 
 

@@ -7,8 +7,9 @@ import torch
 from transformers import TextIteratorStreamer
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, quantize
-from charlstm.modeling_charlstm import lstm_step
+from charlstm.modeling_charlstm import CharLSTMCache, lstm_step
 from charlstm.quantization import int8_engine, int8_lstm_cell, int8_model_step, is_quantized, scripted
+from tests.conftest import make_tiny_model
 
 PROMPTS = ["The tacos were", "Cold", "Best brunch in town"]
 
@@ -119,7 +120,7 @@ def test_int8_whole_decoding_step_equals_the_layer_by_layer_path(int8_model, tin
             early = step.recurrent_products_ready(cache.hidden)
             plain = int8_model_step(
                 ids[:, -1:], step.embeddings, step.first_layer_inputs, cache.hidden, cache.cell, step.packed,
-                step.head_weight, step.head_bias, None, False,
+                step.head_weight, step.head_bias, None, False, torch.zeros(1, dtype=torch.long), None,
             )
             again = int8_model(ids[:, -1:], cache=cache).logits
             cache.hidden[-1] = cache.hidden[-1].clone()  # any change of state voids the products started early
@@ -244,3 +245,28 @@ def test_a_copy_of_an_int8_model_after_generating_generates_the_same(int8_model,
     ids = tiny_tokenizer("Cold", return_tensors="pt")["input_ids"]
     first = int8_model.generate(ids, max_new_tokens=15, do_sample=False)  # leaves early products behind
     assert torch.equal(copy.deepcopy(int8_model).generate(ids, max_new_tokens=15, do_sample=False), first)
+
+
+@needs_int8
+def test_int8_with_a_rating_input_matches_its_layers_and_fp32(tiny_tokenizer):
+    # The rating input widens the first layer's input: the whole int8 step looks up (rating, character) rows at
+    # batch 1 and concatenates the rating embedding at larger batches; both must be the layer-by-layer numbers,
+    # carry the rating in the cache as fp32 does, and stay close to fp32.
+    model = make_tiny_model(tiny_tokenizer, seed=2, conditioned_on_stars=True, star_embedding_dim=6)
+    int8 = quantize(model)
+    settings = dict(max_new_tokens=12, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    for prompts in (["<1star>Great tacos"], ["<1star>Great tacos", "<5star>Great tacos"]):
+        ids = tiny_tokenizer(prompts, return_tensors="pt")["input_ids"]
+        fused = int8.generate(ids, **settings)
+        general = int8.generate(ids, output_hidden_states=True, **settings)
+        assert torch.equal(fused.sequences, general.sequences)
+        assert all(torch.equal(a, b) for a, b in zip(fused.logits, general.logits))
+        fp32 = model.generate(ids, **settings)
+        assert max((a - b).abs().max().item() for a, b in zip(fp32.logits, fused.logits)) < 0.05
+    with torch.no_grad():
+        one = int8(ids[:1, :-1], use_cache=True).cache
+        assert one.stars.tolist() == [1]
+        # The same state and character with the rating the cache carries changed: other numbers.
+        five = CharLSTMCache(list(one.hidden), list(one.cell), stars=torch.tensor([5]))
+        stepped = [int8(ids[:1, -1:], cache=cache).logits for cache in (one, five)]
+    assert five.stars.tolist() == [5] and (stepped[0] - stepped[1]).abs().max() > 1e-4

@@ -118,9 +118,10 @@ def test_generate_returns_the_reviews_the_library_writes_for_that_seed(client, s
     expected = load_generator(star_model_dir).generate(
         check_settings(GenerationSettings(prompt="The tacos", stars=5, num_reviews=2, max_new_tokens=60, seed=3))
     )
-    assert details == {"reviews": expected, "seed": 3, "finished": True}
+    # This test model never writes <eos>: both reviews end for length, and the status says so.
+    assert details == {"reviews": expected, "seed": 3, "finished": True, "cut": [True, True]}
     assert all(review in text for review in expected)
-    assert "Seed 3" in status
+    assert "Seed 3" in status and "Review 1, 2 of 2 cut for length" in status
 
 
 def test_seed_0_picks_a_random_seed_and_reports_it(client):

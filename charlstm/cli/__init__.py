@@ -5,10 +5,10 @@ import argparse
 import sys
 
 from ..errors import UsageError
-from . import detect, generate, hub, train
+from . import detect, generate, hub, rate, train
 
 # Modules that add subcommands through `add_commands(subparsers)`, in the order `--help` lists them.
-COMMAND_MODULES = (train, generate, detect, hub)
+COMMAND_MODULES = (train, generate, rate, detect, hub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,10 +60,17 @@ def run_generate(args) -> int:
     try:
         if args.stream:
             with closing(generator.stream(settings)) as updates:  # a closed pipe stops the generation thread too
-                _print_stream(updates, settings.num_reviews, REVIEW_SEPARATOR)
+                cut = _print_stream(updates, settings.num_reviews, REVIEW_SEPARATOR)
         else:
-            print(REVIEW_SEPARATOR.join(generator.generate(settings)))
+            reviews = generator.write(settings)
+            print(REVIEW_SEPARATOR.join(review.text for review in reviews))
             sys.stdout.flush()
+            cut = [review.cut for review in reviews]
+            if settings.stars is None and reviews[0].stars is not None:
+                drawn = ", ".join(str(review.stars) for review in reviews)
+                print(f"charlstm generate: no rating asked; written for {drawn} stars (drawn with the seed)",
+                      file=sys.stderr)
+        _note_cut(cut, settings.max_new_tokens)
     except BrokenPipeError:
         # The reader has gone (`| head`): end quietly, as the Python docs advise for SIGPIPE. Later writes (the
         # interpreter's own flush at exit) go to /dev/null instead of raising again.
@@ -71,13 +78,22 @@ def run_generate(args) -> int:
     return 0
 
 
-def _print_stream(updates, num_reviews: int, separator: str) -> None:
+def _note_cut(cut: list[bool], max_new_tokens: int) -> None:
+    """Says which reviews the length limit ended (on stderr: stdout holds only the reviews)."""
+    if any(cut):
+        which = ", ".join(str(index + 1) for index, was_cut in enumerate(cut) if was_cut)
+        print(f"charlstm generate: note: review {which} of {len(cut)} cut near --max-new-tokens {max_new_tokens} "
+              "(at a sentence or word end) before the model ended it", file=sys.stderr)
+
+
+def _print_stream(updates, num_reviews: int, separator: str) -> list[bool]:
     """
     Follows one review at a time: the reviews grow side by side, so when one ends, the next is printed as far as it
     has got and then followed live. The terminal shows the same text the non-streaming command prints.
     """
-    current, shown = 0, 0
+    current, shown, cut = 0, 0, []
     for update in updates:
+        cut = list(update.cut)
         while current < num_reviews:
             text = update.texts[current]
             sys.stdout.write(text[shown:])
@@ -89,3 +105,4 @@ def _print_stream(updates, num_reviews: int, separator: str) -> None:
                 sys.stdout.write(separator)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return cut

@@ -28,6 +28,12 @@ def add_commands(subparsers) -> None:
     _add_data_arguments(train, TRAIN_DEFAULTS)
     train.add_argument("--condition-on-stars", action="store_true",
                        help="start each review with its star token, so generation can ask for a rating")
+    train.add_argument("--star-embedding-dim", type=int,
+                       help="with --condition-on-stars, size of the rating input fed beside every character "
+                       f"(0: the star token alone){_default('star_embedding_dim')}")
+    train.add_argument("--unrated-share", type=float,
+                       help="with --condition-on-stars, share of training reviews framed without their star token "
+                       f"and rating, so the model also writes reviews given no rating{_default('unrated_share')}")
     train.add_argument("--vocab-coverage", type=float, help="share of training characters the vocabulary covers; "
                        f"the rest become <unk>{_default('vocab_coverage')}")
     model = train.add_argument_group("model")

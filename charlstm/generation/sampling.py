@@ -7,7 +7,7 @@ early), so the command line and the Space give the same reviews for the same see
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import GenerationConfig
@@ -26,8 +26,16 @@ from ..errors import UsageError
 from ..loading import GENERATOR, load_model
 from ..quantization import quantize
 from ..tokenization_charlstm import star_token
+from .cpu import use_one_thread, warm_up
+from .rating import star_probabilities
 from .settings import GenerationSettings
 from .streaming import BatchCharacterStreamer, ReviewsSoFar
+
+# Past the length asked for, a review runs on to the end of a sentence for at most a quarter of that length (and at
+# least SENTENCE_SLACK_MIN characters), then to the end of a word for WORD_SLACK more, and is cut there at the latest.
+SENTENCE_SLACK_MIN = 16
+WORD_SLACK = 16
+SENTENCE_ENDS = ".!?"
 
 
 class StopWhenSet(StoppingCriteria):
@@ -93,6 +101,52 @@ def saved_generation_config(tokenizer) -> GenerationConfig:
     )
 
 
+class StopNearLength(StoppingCriteria):
+    """
+    Ends each row, once it has `max_new_tokens` new characters, at the next end of a sentence (a sentence mark
+    followed by a space or line break) or, after `sentence_slack` more, at the next end of a word: a review cut for
+    length then ends where a reader would expect it to, not inside a word.
+    """
+
+    def __init__(self, tokenizer, prompt_length: int, max_new_tokens: int):
+        vocab = tokenizer.get_vocab()
+        self.spaces = torch.tensor([vocab[char] for char in " \n\t" if char in vocab], dtype=torch.long)
+        self.sentence_ends = torch.tensor([vocab[char] for char in SENTENCE_ENDS if char in vocab], dtype=torch.long)
+        self.prompt_length = prompt_length
+        self.max_new_tokens = max_new_tokens
+        self.sentence_slack = sentence_slack(max_new_tokens)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        written = input_ids.shape[1] - self.prompt_length
+        if written < self.max_new_tokens or input_ids.shape[1] < 2:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        at_word_end = torch.isin(input_ids[:, -1], self.spaces.to(input_ids.device))
+        if written >= self.max_new_tokens + self.sentence_slack:
+            return at_word_end
+        return at_word_end & torch.isin(input_ids[:, -2], self.sentence_ends.to(input_ids.device))
+
+
+def sentence_slack(max_new_tokens: int) -> int:
+    return max(SENTENCE_SLACK_MIN, max_new_tokens // 4)
+
+
+def most_new_characters(max_new_tokens: int) -> int:
+    """The hard limit on a review's new characters, when neither a sentence nor a word ends near the length asked."""
+    return max_new_tokens + sentence_slack(max_new_tokens) + WORD_SLACK
+
+
+@dataclass(frozen=True)
+class WrittenReview:
+    """
+    text: the review, prompt included. stars: the rating it was written for, asked or drawn (None: the model has
+    no ratings). cut: it was ended for length (or by a stop) rather than by the model's own `<eos>`.
+    """
+
+    text: str
+    stars: int | None
+    cut: bool
+
+
 @dataclass
 class ReviewGenerator:
     """A causal LM and its tokenizer, and where they came from (shown in the Space and in errors)."""
@@ -129,12 +183,46 @@ class ReviewGenerator:
         ids += self.tokenizer.convert_tokens_to_ids(list(prompt))
         return torch.tensor([ids], dtype=torch.long, device=self.model.device)
 
-    def generate(self, settings: GenerationSettings, stop: threading.Event | None = None) -> list[str]:
-        """The finished reviews, prompt included. Settings must have been through `check_settings`."""
-        input_ids = self.prompt_ids(settings)
+    def ratings(self, settings: GenerationSettings) -> list[int | None]:
+        """
+        The rating each review is written for: the one asked; None for a model without ratings; else one drawn per
+        review, with the request's seed, from P(stars | prompt) under the training reviews' prior. A review asked
+        for no rating then starts as the training reviews did, after a star token, instead of where the model was
+        never taught to start (right after `<bos>`, whose next character the training loss skips).
+        """
+        if settings.stars is not None or not self.conditioned_on_stars:
+            return [settings.stars] * settings.num_reviews
+        probabilities = star_probabilities(self.model, self.tokenizer, settings.prompt, "training", complete=False)
+        generator = torch.Generator().manual_seed(settings.seed)
+        draws = torch.multinomial(torch.tensor(probabilities), settings.num_reviews, replacement=True,
+                                  generator=generator)
+        return [int(draw) + 1 for draw in draws]
+
+    def _rows(self, settings: GenerationSettings, ratings: list[int | None]) -> torch.LongTensor:
+        """One prompt row per review [num_reviews, length]: rows differ only in their star token."""
+        return torch.cat([self.prompt_ids(replace(settings, stars=stars)) for stars in ratings])
+
+    def write(self, settings: GenerationSettings, stop: threading.Event | None = None) -> list[WrittenReview]:
+        """The finished reviews with their ratings and whether each was cut. Settings: through `check_settings`."""
+        self.prompt_ids(settings)  # a bad prompt or rating fails before any work
+        ratings = self.ratings(settings)
+        input_ids = self._rows(settings, ratings)
         output = self._run(input_ids, settings, stop or threading.Event())
-        endings = self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
-        return [settings.prompt + ending for ending in endings]
+        return self._reviews(output[:, input_ids.shape[1] :], settings, ratings)
+
+    def generate(self, settings: GenerationSettings, stop: threading.Event | None = None) -> list[str]:
+        """The finished reviews' texts, prompt included. Settings must have been through `check_settings`."""
+        return [review.text for review in self.write(settings, stop)]
+
+    def _reviews(self, new_ids: torch.LongTensor, settings, ratings) -> list[WrittenReview]:
+        reviews = []
+        for row, stars in zip(new_ids.tolist(), ratings):
+            cut = self.tokenizer.eos_token_id not in row
+            text = settings.prompt + self.tokenizer.decode(row, skip_special_tokens=True)
+            if cut and len(text) - len(settings.prompt) > settings.max_new_tokens:
+                text = text.rstrip()  # ended for length at a sentence or word end: the space after it is not text
+            reviews.append(WrittenReview(text, stars, cut))
+        return reviews
 
     def stream(self, settings: GenerationSettings, stop: threading.Event | None = None) -> Iterator[ReviewsSoFar]:
         """
@@ -142,18 +230,22 @@ class ReviewGenerator:
         review finished and equals what `generate` returns. Generation runs in a thread; it stops early when `stop`
         is set or when the reader closes this iterator (a cancelled request in the Space).
         """
-        input_ids = self.prompt_ids(settings)  # a bad prompt fails here, in the reader's thread
+        self.prompt_ids(settings)  # a bad prompt fails here, in the reader's thread
+        ratings = self.ratings(settings)
+        input_ids = self._rows(settings, ratings)
         streamer = BatchCharacterStreamer(self.tokenizer, settings.prompt, settings.num_reviews)
         closed = threading.Event()
         failure: list[BaseException] = []
 
         def work():
+            final = None
             try:
-                self._run(input_ids, settings, stop or threading.Event(), closed, streamer=streamer)
+                output = self._run(input_ids, settings, stop or threading.Event(), closed, streamer=streamer)
+                final = self._reviews(output[:, input_ids.shape[1] :], settings, ratings)
             except BaseException as error:  # handed to the reader, who raises it in its own thread
                 failure.append(error)
             finally:
-                streamer.end()
+                streamer.finish(final)
 
         thread = threading.Thread(target=work, name="charlstm-generate", daemon=True)
         thread.start()
@@ -183,7 +275,7 @@ class ReviewGenerator:
         model_config = self.model.generation_config
         # A fresh config: the settings alone decide how to sample, whatever defaults the saved model carries.
         generation_config = GenerationConfig(
-            max_new_tokens=settings.max_new_tokens,
+            max_new_tokens=most_new_characters(settings.max_new_tokens),
             do_sample=False,
             # Neutral on purpose: `SeededSampling` samples. Left unset, generate would fill these from the saved
             # model's sampling defaults and warn that they do nothing without do_sample.
@@ -199,7 +291,9 @@ class ReviewGenerator:
             attention_mask=torch.ones_like(input_ids),
             generation_config=generation_config,
             logits_processor=LogitsProcessorList([SeededSampling(settings.seed, filters)]),
-            stopping_criteria=StoppingCriteriaList([StopWhenSet(*stops)]),
+            stopping_criteria=StoppingCriteriaList([
+                StopWhenSet(*stops), StopNearLength(self.tokenizer, input_ids.shape[1], settings.max_new_tokens),
+            ]),
             streamer=streamer,
         )
 
@@ -211,6 +305,8 @@ def load_generator(model: str | os.PathLike | None = None, int8: bool = True) ->
     run, the model stays fp32 with a warning.
     """
     causal_lm, tokenizer, source = load_model(model, GENERATOR)
+    use_one_thread()  # see charlstm.generation.cpu: a second thread made the first requests several times slower
     if int8:
         causal_lm = quantize(causal_lm, inplace=True)
+        warm_up(causal_lm, tokenizer)
     return ReviewGenerator(causal_lm, tokenizer, source)

@@ -12,10 +12,14 @@ REVIEW_SEPARATOR = "\n" + "-" * 40 + "\n"
 
 
 class ReviewsSoFar(NamedTuple):
-    """The text of every review in the batch (prompt included) and whether each one has ended."""
+    """
+    The text of every review in the batch (prompt included), whether each one has ended and, once all have, whether
+    each was cut for length rather than ended by the model (empty until then).
+    """
 
     texts: tuple[str, ...]
     finished: tuple[bool, ...]
+    cut: tuple[bool, ...] = ()
 
 
 class BatchCharacterStreamer(BaseStreamer):
@@ -50,13 +54,26 @@ class BatchCharacterStreamer(BaseStreamer):
                 self._finished[row] = True
             else:
                 self._texts[row] += self._pieces[token]
-        self._updates.put(ReviewsSoFar(tuple(self._texts), tuple(self._finished)))
+        # Trailing spaces wait for the next character: a review cut for length at a word's end ends without them.
+        shown = tuple(text if finished else text.rstrip() for text, finished in zip(self._texts, self._finished))
+        self._updates.put(ReviewsSoFar(shown, tuple(self._finished)))
 
     def end(self):
+        """
+        `generate` calls this when it stops; the last update waits for `finish`, which the caller sends once it has
+        the finished reviews (trimmed, with whether each was cut).
+        """
+
+    def finish(self, reviews=None):
+        """The last update: the finished reviews (`WrittenReview`s) when generation completed, else as they stand."""
         if self._ended:
             return
         self._ended = True
-        self._updates.put(ReviewsSoFar(tuple(self._texts), (True,) * len(self._texts)))
+        if reviews is None:
+            texts, cut = tuple(self._texts), tuple(not finished for finished in self._finished)
+        else:
+            texts, cut = tuple(review.text for review in reviews), tuple(review.cut for review in reviews)
+        self._updates.put(ReviewsSoFar(texts, (True,) * len(texts), cut))
         self._updates.put(self._END)
 
     def __iter__(self) -> Iterator[ReviewsSoFar]:

@@ -49,6 +49,8 @@ class TrainConfig(DataConfig):
 
     output_dir: str = ""
     condition_on_stars: bool = False
+    star_embedding_dim: int = 16  # with condition_on_stars: the rating input fed beside every character (0: none)
+    unrated_share: float = 0.1  # with condition_on_stars: training reviews framed without their rating
     vocab_coverage: float = 0.9999
     # model
     preset: str = "small"
@@ -97,6 +99,10 @@ class TrainConfig(DataConfig):
             raise UsageError("--resume and --overwrite contradict each other: continue the run, or start over")
         if not 0.0 < self.vocab_coverage <= 1.0:
             raise UsageError(f"--vocab-coverage must be in (0, 1], got {self.vocab_coverage}")
+        if not 0.0 <= self.unrated_share < 1.0:
+            raise UsageError(f"--unrated-share must be in [0, 1), got {self.unrated_share}")
+        if self.star_embedding_dim < 0:
+            raise UsageError(f"--star-embedding-dim must not be negative, got {self.star_embedding_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         for name, value, allowed in (("--preset", self.preset, PRESETS), ("--lr-schedule", self.lr_schedule,

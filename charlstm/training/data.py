@@ -7,6 +7,7 @@ held-out part with the same framing.
 import math
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 
 import datasets
@@ -256,27 +257,34 @@ def pack_reviews(
     condition_on_stars: bool,
     num_proc: int | None = None,
     desc: str = "packing",
+    unrated_share: float = 0.0,
 ) -> Dataset:
     """
     Frames each review as `<bos> [<Nstar>] text <eos>`, joins them and cuts the stream into blocks of `seq_len + 1`
     tokens that overlap by one, so every token after the first is predicted exactly once. The loss skips `<bos>`
     and the star token: a conditioned model is told the rating, not asked to guess it, and bpc counts the text
-    and `<eos>` only. `datasets.map` caches the result and can run it in `num_proc` processes.
+    and `<eos>` only. With `condition_on_stars`, a `star_ids` column gives every position the rating of the review
+    it belongs to (0 at `<bos>`), which a block cut from inside a review could not read from its tokens.
+    `unrated_share` of the reviews (chosen by a hash of their text) go without their star token and with rating 0,
+    so the model also learns reviews with no rating given, as `model.generate` or `pipeline` without a star token
+    asks for them.
+    `datasets.map` caches the result and can run it in `num_proc` processes.
     """
     if seq_len < 1:
         raise UsageError(f"--seq-len must be at least 1, got {seq_len}")
     if condition_on_stars and "stars" not in reviews.column_names:
         raise UsageError("--condition-on-stars needs star ratings, but the data has no label column")
-    framing = _Framing(tokenizer, seq_len, condition_on_stars)
+    if not 0.0 <= unrated_share < 1.0:
+        raise UsageError(f"--unrated-share must be in [0, 1), got {unrated_share}")
+    framing = _Framing(tokenizer, seq_len, condition_on_stars, unrated_share)
+    columns = ("input_ids", "labels", "star_ids") if condition_on_stars else ("input_ids", "labels")
     return reviews.map(
         framing,
         batched=True,
         batch_size=1000,
         remove_columns=reviews.column_names,
         num_proc=num_proc if num_proc and num_proc > 1 and len(reviews) >= 2 * num_proc else None,
-        features=datasets.Features(
-            {"input_ids": datasets.List(datasets.Value("int32")), "labels": datasets.List(datasets.Value("int32"))}
-        ),
+        features=datasets.Features({name: datasets.List(datasets.Value("int32")) for name in columns}),
         desc=desc,
     )
 
@@ -284,50 +292,62 @@ def pack_reviews(
 class _Framing:
     """The batched `map` function of `pack_reviews`; a class so that `datasets` can hash it for its cache."""
 
-    def __init__(self, tokenizer: CharLSTMTokenizer, seq_len: int, condition_on_stars: bool):
+    def __init__(self, tokenizer: CharLSTMTokenizer, seq_len: int, condition_on_stars: bool, unrated_share=0.0):
         self.tokenizer = tokenizer
         self.block = seq_len + 1
         self.condition_on_stars = condition_on_stars
+        self.unrated_below = int(unrated_share * 2**32)  # reviews whose text hashes below this go unrated
         self.star_ids = {stars: tokenizer.convert_tokens_to_ids(star_token(stars)) for stars in range(1, 6)}
         # A plain dict lookup per character: 20x faster than convert_tokens_to_ids, and a literal "<5star>"
         # inside a review stays seven characters (only single characters are looked up).
         self.ids = tokenizer.get_vocab()
 
-    def frame(self, batch: dict) -> tuple[list[int], list[int]]:
-        """The batch's reviews as one stream of ids, and the labels the loss reads (prefix tokens ignored)."""
+    def frame(self, batch: dict) -> tuple[list[int], list[int], list[int]]:
+        """
+        The batch's reviews as one stream of ids, the labels the loss reads (prefix tokens ignored) and the rating
+        of each position: 0 at `<bos>`, then the review's stars (0 throughout without `condition_on_stars`), as the
+        model reads them from the tokens of a whole review (`ratings_in_force`).
+        """
         tokenizer, lookup, unk = self.tokenizer, self.ids.get, self.tokenizer.unk_token_id
-        ids, labels = [], []
+        ids, labels, stars = [], [], []
         for index, text in enumerate(batch["text"]):
             chars = [lookup(char, unk) for char in text]
             prefix = [tokenizer.bos_token_id]
-            if self.condition_on_stars:
-                prefix.append(self.star_ids[batch["stars"][index]])
+            rating = 0
+            if self.condition_on_stars and zlib.crc32(text.encode("utf-8")) >= self.unrated_below:
+                rating = batch["stars"][index]
+                prefix.append(self.star_ids[rating])
             ids += prefix + chars + [tokenizer.eos_token_id]
             labels += [IGNORE_INDEX] * len(prefix) + chars + [tokenizer.eos_token_id]
-        return ids, labels
+            stars += [0] + [rating] * (len(prefix) + len(chars))
+        return ids, labels, stars
 
     def __call__(self, batch: dict) -> dict:
-        ids, labels = self.frame(batch)
+        ids, labels, stars = self.frame(batch)
         pad = self.tokenizer.pad_token_id
-        blocks = {"input_ids": [], "labels": []}
+        blocks = {"input_ids": [], "labels": [], **({"star_ids": []} if self.condition_on_stars else {})}
         for start in range(0, max(len(ids) - 1, 0), self.block - 1):
             block_ids, block_labels = ids[start : start + self.block], labels[start : start + self.block]
             padding = self.block - len(block_ids)
             blocks["input_ids"].append(block_ids + [pad] * padding)
             # The first label of a block is never read (the model shifts labels); ignoring it keeps counts exact.
             blocks["labels"].append([IGNORE_INDEX] + block_labels[1:] + [IGNORE_INDEX] * padding)
+            if self.condition_on_stars:
+                blocks["star_ids"].append(stars[start : start + self.block] + [0] * padding)
         return blocks
 
 
-def framed_stream(reviews: Dataset, tokenizer: CharLSTMTokenizer, condition_on_stars: bool):
-    """All reviews framed as `pack_reviews` frames them, as one stream: (ids, labels) int32 arrays."""
-    framing = _Framing(tokenizer, seq_len=1, condition_on_stars=condition_on_stars)
-    ids, labels = [], []
+def framed_stream(reviews: Dataset, tokenizer: CharLSTMTokenizer, condition_on_stars: bool, unrated_share=0.0):
+    """
+    All reviews framed as `pack_reviews` frames them, as one stream: (ids, labels, star_ids) int32 arrays,
+    star_ids None without `condition_on_stars`.
+    """
+    framing = _Framing(tokenizer, 1, condition_on_stars, unrated_share)
+    ids, labels, stars = [], [], []
     for batch in reviews.iter(batch_size=1000):
-        batch_ids, batch_labels = framing.frame(batch)
-        ids.append(np.asarray(batch_ids, dtype=np.int32))
-        labels.append(np.asarray(batch_labels, dtype=np.int32))
-    return np.concatenate(ids), np.concatenate(labels)
+        for stream, part in zip((ids, labels, stars), framing.frame(batch)):
+            stream.append(np.asarray(part, dtype=np.int32))
+    return np.concatenate(ids), np.concatenate(labels), (np.concatenate(stars) if condition_on_stars else None)
 
 
 class ParallelStreams(torch.utils.data.Dataset):
@@ -343,8 +363,8 @@ class ParallelStreams(torch.utils.data.Dataset):
     tail too short to give every row one more block is dropped.
     """
 
-    def __init__(self, ids: np.ndarray, labels: np.ndarray, seq_len: int, rows: int):
-        self.ids, self.labels, self.seq_len, self.rows = ids, labels, seq_len, rows
+    def __init__(self, ids: np.ndarray, labels: np.ndarray, stars: np.ndarray | None, seq_len: int, rows: int):
+        self.ids, self.labels, self.stars, self.seq_len, self.rows = ids, labels, stars, seq_len, rows
         self.blocks_per_stream = (len(ids) - 1) // (rows * seq_len)
         if self.blocks_per_stream < 1:
             raise UsageError(f"--carry-state lays the {len(ids):,} training tokens out as {rows} streams of "
@@ -359,4 +379,7 @@ class ParallelStreams(torch.utils.data.Dataset):
         ids = self.ids[start : start + self.seq_len + 1].astype(np.int64)
         labels = self.labels[start : start + self.seq_len + 1].astype(np.int64)
         labels[0] = IGNORE_INDEX  # predicted by the block before: every token is predicted once, as in packing
-        return {"input_ids": ids, "labels": labels, "block": block}
+        item = {"input_ids": ids, "labels": labels, "block": block}
+        if self.stars is not None:
+            item["star_ids"] = self.stars[start : start + self.seq_len + 1].astype(np.int64)
+        return item

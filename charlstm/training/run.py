@@ -27,6 +27,7 @@ from . import rundir
 from .config import EvalConfig, TrainConfig
 from .data import ParallelStreams, Reviews, build_tokenizer, framed_stream, load_reviews, pack_reviews
 from .report import plot_training_curves, training_log, training_log_of
+from .star_prior import star_shares
 from .starting_model import StartingModel, starting_model
 from .trainer import CharLSTMTrainer, bits_per_character, carries_state, make_trainer, summed_nll, time_spent
 
@@ -69,14 +70,17 @@ def prepare_run(config: TrainConfig) -> PreparedRun:
             tokenizer = start.tokenizer if start else build_tokenizer(reviews, config.vocab_coverage)
         if config.carry_state:
             rows = config.batch_size * training_args.world_size
-            train_blocks = ParallelStreams(*framed_stream(reviews.train, tokenizer, config.condition_on_stars),
+            train_blocks = ParallelStreams(*framed_stream(reviews.train, tokenizer, config.condition_on_stars,
+                                                          config.unrated_share),
                                            config.seq_len, rows)
         else:
             train_blocks = pack_reviews(reviews.train, tokenizer, config.seq_len, config.condition_on_stars,
-                                        config.num_proc, desc="packing train")
+                                        config.num_proc, desc="packing train", unrated_share=config.unrated_share)
         eval_blocks = pack_reviews(reviews.held_out, tokenizer, config.seq_len, config.condition_on_stars,
                                    config.num_proc, desc="packing held-out")
     model = start.model if start and not checkpoint else _new_model(config, tokenizer, checkpoint)
+    if config.condition_on_stars:  # the rating a review asked for none draws from (see config.star_shares)
+        model.config.star_shares = star_shares(reviews.train)
     if not checkpoint and rundir.holds_run(config.output_dir):
         rundir.clear_earlier_run(config.output_dir)  # --overwrite, now that nothing above failed
     return PreparedRun(reviews, tokenizer, train_blocks, eval_blocks, model, training_args, checkpoint, start)
@@ -134,6 +138,7 @@ def _new_model(config: TrainConfig, tokenizer, checkpoint: str | None) -> CharLS
             **config.model_shape,
             dropout=config.dropout,
             conditioned_on_stars=config.condition_on_stars,
+            star_embedding_dim=config.star_embedding_dim if config.condition_on_stars else 0,
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,

@@ -9,6 +9,7 @@ from ..modeling_charlstm import CharLSTMForCausalLM
 from ..tokenization_charlstm import CharLSTMTokenizer
 from .config import TrainConfig
 from .report import training_log_of
+from .warm_start import add_rating_input
 
 
 @dataclass
@@ -50,5 +51,7 @@ def starting_model(config: TrainConfig, load_weights: bool) -> StartingModel:
                                  "data keep its split, or the held-out reviews include ones it trained on")
     if model is not None:
         model.config.dropout = model.model.dropout.p = config.dropout  # a training setting, not part of the shape
+        if config.condition_on_stars:  # a model that reads the rating from its star token only gets the rating input
+            add_rating_input(model, config.star_embedding_dim, config.seed)
         model.train()
     return StartingModel(source, log, model, tokenizer)

@@ -200,6 +200,8 @@ class CharLSTMTrainer(Trainer):
         stream_inputs = {"input_ids": inputs["input_ids"][:, :-1], "labels": labels,
                          "shift_labels": labels[:, 1:].contiguous(), "cache": self._incoming_state(block),
                          "use_cache": True}
+        if "star_ids" in inputs:  # the rating of each position's review (see pack_reviews)
+            stream_inputs["star_ids"] = inputs["star_ids"][:, :-1]
         loss, outputs = super().compute_loss(model, stream_inputs, True, num_items_in_batch)
         cache = outputs.cache
         self.carried = CarriedState([h.detach() for h in cache.hidden], [c.detach() for c in cache.cell], block + 1)

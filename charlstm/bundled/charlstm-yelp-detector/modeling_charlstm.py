@@ -15,12 +15,13 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_charlstm import CharLSTMConfig
+from .configuration_charlstm import FIRST_STAR_TOKEN_ID, NUM_RATINGS, CharLSTMConfig
 
 
 class CharLSTMCache:
     """
-    The recurrent state `(h, c)` of every layer after the last character seen: the whole "cache" of an LSTM.
+    The recurrent state `(h, c)` of every layer after the last character seen, and the rating in force there
+    (`stars`, 0 for none): the whole "cache" of an LSTM.
 
     `generate` hands it back to `forward` each step, which then reads only the newest character and updates the
     state in place. It is not a `transformers.Cache`: there is nothing to crop or slice, so it says it is linear
@@ -30,10 +31,18 @@ class CharLSTMCache:
     is_compileable = False
     is_croppable = False
 
-    def __init__(self, hidden: list[torch.Tensor], cell: list[torch.Tensor], seen_tokens: int = 0):
+    def __init__(
+        self,
+        hidden: list[torch.Tensor],
+        cell: list[torch.Tensor],
+        seen_tokens: int = 0,
+        stars: torch.Tensor | None = None,
+    ):
         self.hidden = hidden  # per layer: [batch, hidden_size]
         self.cell = cell  # per layer: [batch, hidden_size]
         self.seen_tokens = seen_tokens
+        # [batch] long: the last star token's rating (1-5) in each row, 0 for none yet; None means all 0.
+        self.stars = stars
 
     @classmethod
     def zeros(cls, config: CharLSTMConfig, batch_size: int, dtype: torch.dtype, device: torch.device):
@@ -56,6 +65,29 @@ class CharLSTMCache:
         """Beam search keeps the states of the surviving beams."""
         self.hidden = [h.index_select(0, beam_idx.to(h.device)) for h in self.hidden]
         self.cell = [c.index_select(0, beam_idx.to(c.device)) for c in self.cell]
+        if self.stars is not None:
+            self.stars = self.stars.index_select(0, beam_idx.to(self.stars.device))
+
+    def incoming_stars(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """The rating each row carries in, [batch] long."""
+        if self.stars is None:
+            return torch.zeros(batch_size, dtype=torch.long, device=device)
+        return self.stars
+
+
+def ratings_in_force(input_ids: torch.LongTensor, incoming: torch.Tensor, bos_token_id: int | None) -> torch.Tensor:
+    """
+    The rating at every position [batch, length]: that of the last star token at or before it in the row, 0 from a
+    `<bos>` on (a new review, no rating yet), else the rating the row carried in (`incoming`, [batch]). This is how
+    a prompt such as `"<1star>The"` sets the rating of every character that follows it, without a separate input.
+    """
+    is_star = (input_ids >= FIRST_STAR_TOKEN_ID) & (input_ids < FIRST_STAR_TOKEN_ID + NUM_RATINGS - 1)
+    is_reset = is_star if bos_token_id is None else is_star | (input_ids == bos_token_id)
+    rating_here = torch.where(is_star, input_ids - (FIRST_STAR_TOKEN_ID - 1), 0)
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    last_reset = torch.where(is_reset, positions, -1).cummax(dim=1).values
+    from_row = rating_here.gather(1, last_reset.clamp(min=0))
+    return torch.where(last_reset >= 0, from_row, incoming.unsqueeze(1))
 
 
 def lstm_step(lstm: nn.Module, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +227,11 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
     def __init__(self, config: CharLSTMConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
-        input_sizes = [config.embedding_dim, *config.hidden_sizes[:-1]]
+        # The rating (0 = none, 1-5) as an input of its own at every step, beside the character.
+        self.star_embeddings = (
+            nn.Embedding(NUM_RATINGS, config.star_embedding_dim) if config.star_embedding_dim else None
+        )
+        input_sizes = [config.first_layer_input_size, *config.hidden_sizes[:-1]]
         self.layers = nn.ModuleList(
             nn.LSTM(inputs, hidden, batch_first=True) for inputs, hidden in zip(input_sizes, config.hidden_sizes)
         )
@@ -217,14 +253,17 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        star_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> CharLSTMOutput | tuple:
         """
         `attention_mask` may be longer than the input (during `generate` it covers the whole text so far): its last
-        `input_ids.shape[1]` columns belong to this input. `cache` is updated in place and returned.
+        `input_ids.shape[1]` columns belong to this input. `cache` is updated in place and returned. `star_ids`
+        [batch, length] (0-5), when given, is the rating at each position instead of the one read from the star
+        tokens (`ratings_in_force`): training blocks cut from inside a review hold no star token.
         """
         hidden, cache, hidden_states = self.run_layers(
-            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
+            input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states, star_ids
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if not return_dict:
@@ -239,6 +278,7 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         use_cache: bool | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         output_hidden_states: bool | None = None,
+        star_ids: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, CharLSTMCache | None, tuple[torch.Tensor, ...] | None]:
         """
         `forward` without the output object: `(last_hidden_state, cache, hidden_states)`. The heads call this,
@@ -263,6 +303,11 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         # Only a plain multi-character run without a cache can let nn.LSTM start from its own zero state.
         if cache is None and (use_cache or length == 1 or padded is not None):
             cache = CharLSTMCache.zeros(self.config, batch_size, inputs_embeds.dtype, inputs_embeds.device)
+        if self.star_embeddings is not None:
+            stars = self.ratings(input_ids, star_ids, cache, batch_size, length, inputs_embeds.device)
+            if cache is not None:
+                cache.stars = stars[:, -1]
+            inputs_embeds = torch.cat([inputs_embeds, self.star_embeddings(stars)], dim=-1)
         # Dropout is skipped outright outside training: even a no-op call costs time on the one-character path.
         dropout = self.dropout if self.training else _identity
 
@@ -305,6 +350,18 @@ class CharLSTMModel(CharLSTMPreTrainedModel):
         else:
             cache = None
         return hidden, cache, (tuple(all_hidden) if output_hidden_states else None)
+
+    def ratings(self, input_ids, star_ids, cache, batch_size: int, length: int, device) -> torch.Tensor:
+        """The rating at each position [batch, length]: `star_ids` when given, else read from the tokens."""
+        if star_ids is not None:
+            return star_ids[:, -length:].to(device=device, dtype=torch.long)
+        incoming = (
+            torch.zeros(batch_size, dtype=torch.long, device=device)
+            if cache is None else cache.incoming_stars(batch_size, device)
+        )
+        if input_ids is None:
+            return incoming.unsqueeze(1).expand(batch_size, length)
+        return ratings_in_force(input_ids, incoming, self.config.bos_token_id)
 
 
 class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
@@ -377,22 +434,24 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int = 0,
+        star_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> CharLSTMCausalLMOutput | tuple:
         """
         `logits_to_keep=k` computes logits for the last k positions only (0 = all): `generate` asks for 1, which
         spares the projection of a long prompt. `labels` equal to -100 are ignored, as are padding positions.
+        `star_ids` as for `CharLSTMModel.forward`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self.decoding_step is not None and self._is_plain_decoding_step(
             input_ids, attention_mask, cache, use_cache, labels, output_hidden_states
-        ):
+        ) and star_ids is None:
             logits = self.decoding_step(input_ids, cache)
             cache.seen_tokens += 1
             hidden_states = None
         else:
             hidden, cache, hidden_states = self.model.run_layers(
-                input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states
+                input_ids, attention_mask, cache, use_cache, inputs_embeds, output_hidden_states, star_ids
             )
             if logits_to_keep:
                 hidden = hidden[:, -logits_to_keep:]
