@@ -2,7 +2,6 @@
 `charlstm.hub`.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -74,14 +73,13 @@ def run_push_space(args) -> int:
 
 def run_model_card(args) -> int:
     from ..hub.model_card import render_model_card
+    from ..runfiles import write_text
 
     card = render_model_card(args.model_dir, args.repo_id, args.revision, dataset_id=args.dataset_id,
                              detector_id=args.detector_id)
     if args.write:
         path = Path(args.model_dir) / "README.md"
-        temporary = path.with_suffix(".md.tmp")
-        temporary.write_text(card, encoding="utf-8")
-        os.replace(temporary, path)
+        write_text(path, card)
         print(f"wrote {path}")
     else:
         print(card)
