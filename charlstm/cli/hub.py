@@ -2,7 +2,6 @@
 `charlstm.hub`.
 """
 
-import sys
 from pathlib import Path
 
 
@@ -57,8 +56,9 @@ def run_push(args) -> int:
 
     result = push_to_hub(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
                          commit_message=args.commit_message, dataset_id=args.dataset_id, detector_id=args.detector_id)
-    print(f"pushed {args.model_dir} to {result.url} (head {result.commit})")
-    print(f"load it with revision={result.pinned_revision!r} and trust_remote_code=True", file=sys.stderr)
+    # One commit id: the one to pin. The model card's own commit comes after it and changes only README.md.
+    print(f"pushed {args.model_dir} to {result.url}: load it with revision=\"{result.pinned_revision}\" and "
+          "trust_remote_code=True")
     return 0
 
 
