@@ -199,7 +199,6 @@ def space(models, tmp_path_factory):
 GENERATE = dict(prompt="The tacos", stars=0, temperature=0.8, top_k=0, top_p=1.0, max_new_characters=30,
                 num_reviews=1, seed=3)
 SPACE_CASES = [
-    ("generate-empty-prompt", "/generate", dict(GENERATE, prompt="  "), "Type the first few words"),
     ("generate-stars-unconditioned", "/generate", dict(GENERATE, stars=5), "not trained with star ratings"),
     ("generate-unknown-alphabet", "/generate", dict(GENERATE, prompt="中文中文"), "alphabet"),
     ("score-empty", "/score", {"text": "", "stars": 0}, "Paste a review"),

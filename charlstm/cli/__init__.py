@@ -6,23 +6,33 @@ import errno
 import os
 import sys
 
+from .. import __version__
 from ..errors import UsageError
-from . import detect, generate, hub, train
+from . import detect, generate, hub, space, train
 
 # A write refused for want of room or of a writable disk: for a redirected stdout (`> file` on a full disk) this is
 # what the user must hear, in one line. Files the commands write themselves say so by name (runfiles.write_text).
 NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 # Modules that add subcommands through `add_commands(subparsers)`, in the order `--help` lists them.
-COMMAND_MODULES = (train, generate, detect, hub)
+COMMAND_MODULES = (train, generate, detect, hub, space)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options read as all other bad input does, one line and exit 2: argparse's own error puts its usage first.
+    Subcommands' parsers are made of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="charlstm",
         description="Train a character-level LSTM on reviews, write reviews with it, tell machine-written reviews "
         "from human ones, and publish the models and the Space on the Hugging Face Hub.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.add_commands(subparsers)
