@@ -27,6 +27,8 @@ from huggingface_hub import (
     get_token,
 )
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from huggingface_hub.utils import logging as hub_logging
 
 from ..errors import MissingFileError, UsageError
 from ..generation.loading import DETECTOR, kind_of, load_config, load_model
@@ -116,6 +118,23 @@ def package_requirements(names: tuple[str, ...] | None = None) -> list[str]:
         if "extra ==" not in requirement and (names is None or name in names):
             chosen.append(requirement)
     return chosen
+
+
+@contextmanager
+def quiet_uploads():
+    """
+    No per-file upload bars and no retry notes: a failed upload leaves its bar open, the one-line error would follow
+    it on the same line, and a dropped connection adds a dozen lines of retries before it. Our repos are a few MB.
+    """
+    were_disabled, verbosity = are_progress_bars_disabled(), hub_logging.get_verbosity()
+    disable_progress_bars()
+    hub_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(verbosity)
+        if not were_disabled:
+            enable_progress_bars()
 
 
 @contextmanager
@@ -213,7 +232,7 @@ def push_to_hub(
     render_model_card(model_dir, repo_id, None, dataset_id=dataset_id, detector_id=detector_id)
     label = "detector" if kind == DETECTOR else "model"
     api = HfApi(token=token)
-    with hub_errors(), tempfile.TemporaryDirectory(prefix="charlstm-push-") as staging:
+    with hub_errors(), quiet_uploads(), tempfile.TemporaryDirectory(prefix="charlstm-push-") as staging:
         staging = Path(staging)
         for path in files:
             shutil.copy2(path, staging / path.name)
@@ -266,7 +285,7 @@ def push_space(
     if not (space_dir / "app.py").is_file():
         raise MissingFileError(f"{space_dir} has no app.py: give the Space's folder with --space-dir")
     api = HfApi(token=token)
-    with hub_errors(), tempfile.TemporaryDirectory(prefix="charlstm-space-") as staging:
+    with hub_errors(), quiet_uploads(), tempfile.TemporaryDirectory(prefix="charlstm-space-") as staging:
         staging = Path(staging)
         source_files = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
         shutil.copytree(space_dir, staging, dirs_exist_ok=True, ignore=source_files)
