@@ -1,4 +1,4 @@
-# One command each: `make demo` (install + launch the Space on 127.0.0.1:7860) and `make test`.
+# One command each: `make demo` (install + launch the Space on 127.0.0.1:7860, or PORT=) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -23,8 +23,9 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+# `make demo PORT=8000` serves on another port (PORT in the environment does too).
 demo: install
-	$(PY) space/app.py
+	$(PY) space/app.py $(if $(PORT),--port $(PORT))
 
 test: install-test
 	$(PY) -m pytest -q

@@ -19,6 +19,7 @@ from transformers.utils import logging as transformers_logging
 
 from . import register
 from .errors import MissingFileError, UsageError
+from .weights import check_finite_weights
 
 # The models the project ships, as package data: used whenever no model is named. The generator is made by
 # `charlstm train` (scripts/train_yelp.sh), the detector by `charlstm detector train` (scripts/build_detector.sh).
@@ -131,10 +132,11 @@ def load_model(model: str | os.PathLike | None, kind: str):
         raise UsageError(
             f"the weights of {source} lack {', '.join(sorted(info['missing_keys']))}: not a saved charlstm {kind}"
         )
+    check_finite_weights(loaded, source)
     try:
         with _quiet_loading():
             tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:
         raise MissingFileError(f"could not load the tokenizer of {source}: {_first_line(error)}") from None
     return loaded.eval(), tokenizer, source
 

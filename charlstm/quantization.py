@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .configuration_charlstm import FIRST_STAR_TOKEN_ID, NUM_RATINGS
+from .weights import check_finite_weights
 
 INT8_ENGINES = ("x86", "fbgemm", "qnnpack")
 
@@ -44,10 +45,12 @@ def quantize(model: nn.Module, inplace: bool = False) -> nn.Module:
     Returns the model with int8 LSTM weights, for CPU inference. Generation, streaming and padding work as with
     fp32 weights; as activations are quantized with one scale per batch (and per sequence), a row of a batch
     matches the same row alone closely rather than bit for bit. Falls back to the unchanged fp32 model, with a
-    warning, where int8 cannot run (no int8 engine, no `torch.ao.quantization`, a model not on the CPU).
+    warning, where int8 cannot run (no int8 engine, no `torch.ao.quantization`, a model not on the CPU). Weights
+    that are not all finite are a UsageError: int8 scales cannot be chosen for them.
     """
     if is_quantized(model):
         return model
+    check_finite_weights(model, getattr(model, "name_or_path", None) or "the model")
     reason = _why_not_quantizable(model)
     if reason:
         warnings.warn(f"Keeping fp32 weights: {reason}", RuntimeWarning, stacklevel=2)

@@ -3,11 +3,12 @@ having been machine-written.
 
 All the work is done by the `charlstm` package; this file only lays out the page and turns bad input into messages.
 The generator comes from MODEL_ID (a Hub id or local directory; default: the bundled model) and the detector from
-DETECTOR_ID (default: the bundled detector). `python space/app.py` serves on 127.0.0.1:7860.
+DETECTOR_ID (default: the bundled detector). `python space/app.py` (or `charlstm space`) serves on 127.0.0.1:7860
+(`--port`, or PORT=).
 """
 
 import argparse
-import os
+import socket
 import sys
 import threading
 import time
@@ -15,8 +16,10 @@ from contextlib import contextmanager
 
 import gradio as gr
 
+from charlstm.cli.space import add_space_options
 from charlstm.detection.detector import Detection, Detector
 from charlstm.detection.scoring import score_text
+from charlstm.errors import UsageError
 from charlstm.generation.sampling import ReviewGenerator, load_generator
 from charlstm.generation.settings import GenerationSettings, Limits, check_settings
 from charlstm.generation.streaming import REVIEW_SEPARATOR
@@ -45,6 +48,24 @@ EXAMPLES = [
     ["Decent place for a quick lunch,", 3],
     ["I have been coming here for years", 4],
 ]
+
+
+def percent(probability: float) -> str:
+    """A probability to one decimal, except that one short of certain never reads as 100% (nor above 0 as 0%)."""
+    text = f"{probability:.1%}"
+    if text == "100.0%" and probability < 1.0:
+        return "above 99.9%"
+    if text == "0.0%" and probability > 0.0:
+        return "below 0.1%"
+    return text
+
+
+def label_share(probability: float) -> float:
+    """
+    What the Label widget is given: it shows whole percents, rounded, so a probability short of certain is held
+    to 99% there (and one above 0 to 1%); the summary and the details give it exactly.
+    """
+    return probability if probability in (0.0, 1.0) else min(max(probability, 0.01), 0.99)
 
 
 def rejected(message: str) -> gr.Error:
@@ -125,8 +146,6 @@ class ReviewSpace:
         self, prompt, stars, temperature, top_k, top_p, max_new_characters, num_reviews, seed, request: gr.Request
     ):
         """Streams (reviews as one text, {"reviews", "seed", "finished"}, status line) as the reviews grow."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise rejected("Type the first few words of a review to start from.")
         try:
             settings = check_settings(
                 GenerationSettings(
@@ -173,15 +192,16 @@ class ReviewSpace:
             raise rejected(str(error)) from None
         detection = self.detector.detect(text)
         p_machine = None if detection is None else detection.machine_probability
-        label = None if p_machine is None else {"machine-written": p_machine, "human-written": 1.0 - p_machine}
+        label = None if p_machine is None else {"machine-written": label_share(p_machine),
+                                                "human-written": label_share(1.0 - p_machine)}
         if detection is None:
             detector_line = (f"The detector is not available ({self.detector.problem}); "
                              "the generator's view below still works.")
         elif detection.uncertain:
-            detector_line = (f"Detector: **uncertain** ({p_machine:.1%} machine-written, where its measured calls are "
-                             "too often wrong to say which).")
+            detector_line = (f"Detector: **uncertain** ({percent(p_machine)} machine-written, where its measured "
+                             "calls are too often wrong to say which).")
         else:
-            detector_line = f"Detector: **{p_machine:.1%}** machine-written."
+            detector_line = f"Detector: **{percent(p_machine)}** machine-written."
         if detection is not None:
             detector_line += f"\n\n_{self.detector.caveat()}_"
         summary = (
@@ -288,29 +308,46 @@ class ReviewSpace:
         return demo
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--model", default=os.environ.get("MODEL_ID"), help="Hub id or directory (env MODEL_ID)")
-    parser.add_argument(
-        "--detector", default=os.environ.get("DETECTOR_ID", str(BUNDLED_DETECTOR)), help="Hub id or directory"
-    )
-    parser.add_argument(
-        "--fp32",
-        action="store_true",
-        default=os.environ.get("CHARLSTM_FP32", "") not in ("", "0"),
-        help="keep fp32 weights (env CHARLSTM_FP32=1; default: int8 weights, faster on a CPU)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        generator = load_generator(args.model, int8=not args.fp32)
-    except ValueError as error:  # a UsageError: one line, as the command line gives it
-        parser.exit(2, f"space/app.py: error: {error}\n")
-    detector = OptionalDetector(args.detector)
+def serve(args: argparse.Namespace) -> None:
+    """
+    Loads the models and serves the page until stopped (`args`: the options of `charlstm.cli.space`). A port in use
+    or a generator that does not load is a UsageError, before or instead of a traceback.
+    """
+    check_port_free(args.host, args.port)
+    generator = load_generator(args.model, int8=not args.fp32)
+    detector = OptionalDetector(args.detector or str(BUNDLED_DETECTOR))
     demo = ReviewSpace(generator, detector).build()
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
-    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True, css=RANKS_CSS)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True, css=RANKS_CSS)
+    except OSError as error:  # taken in the seconds the models took to load
+        raise UsageError(_cannot_serve(args.host, args.port, error)) from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuses a port another program holds now, before seconds of loading end in Gradio's traceback."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UsageError(_cannot_serve(host, port, error)) from None
+
+
+def _cannot_serve(host: str, port: int, error: OSError) -> str:
+    return (f"cannot serve on {host}:{port} ({error.strerror or _one_line(error)}): choose another port with --port "
+            "or PORT=")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_space_options(parser)
+    args = parser.parse_args(argv)
+    try:
+        serve(args)
+    except UsageError as error:  # one line, as the command line gives it
+        parser.exit(2, f"space/app.py: error: {error}\n")
+    except KeyboardInterrupt:
+        parser.exit(130)
 
 
 def _one_line(error: BaseException) -> str:

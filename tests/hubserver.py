@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -585,6 +586,12 @@ class HubHandler(BaseHTTPRequestHandler):
         self.send_json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
 
     def route_lfs_upload(self, oid):
+        failing = self.server.failing_uploads
+        if failing == "hang up":  # as a connection that breaks mid-upload: no answer at all
+            self.close_connection = True
+            return
+        if failing is not None:
+            raise HubError(failing, "hubserver: this upload fails (HubServer.uploads_failing)")
         self.store.put_blob(self.body, expected_sha256=oid)
         self.send_json({})
 
@@ -670,6 +677,21 @@ class HubServer(ThreadingHTTPServer):
         self.host_port = f"127.0.0.1:{self.server_address[1]}"
         self.endpoint = f"http://{self.host_port}"
         self._thread: threading.Thread | None = None
+        self.failing_uploads: int | str | None = None  # see `uploads_failing`
+
+    @contextmanager
+    def uploads_failing(self, status: int | str = "hang up"):
+        """
+        Within it every LFS upload fails: the server hangs up without an answer, as a network that drops
+        mid-upload (huggingface_hub retries that for about a minute), or answers `status` (a 4xx is not retried,
+        like the storage refusing an expired upload URL). For tests of what a client says and what a repo holds
+        afterwards.
+        """
+        self.failing_uploads = status
+        try:
+            yield
+        finally:
+            self.failing_uploads = None
 
     def start(self) -> HubServer:
         self._thread = threading.Thread(target=self.serve_forever, name="hubserver", daemon=True)

@@ -24,7 +24,7 @@ print("heavy:", ",".join(name for name in {heavy!r} if name in sys.modules))
 
 def test_help_of_every_command_loads_no_heavy_library():
     commands = ["", "train", "eval", "generate", "detect", "detector", "detector build-data", "detector train",
-                "detector calibrate", "push", "push-space", "model-card"]
+                "detector calibrate", "push", "push-space", "model-card", "space"]
     result = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *commands], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..detection.settings import POOLINGS, DetectorTraining, SamplingGrid
 from ..errors import MissingFileError, UsageError
+from .numbers import integer, number
 
 
 def add_commands(subparsers) -> None:
@@ -40,9 +41,9 @@ def add_commands(subparsers) -> None:
     build.add_argument("output", help="directory to save the dataset to")
     build.add_argument("--generator", help="generator directory (default: the bundled model)")
     add_training_data_arguments(build)
-    build.add_argument("--count", type=int, default=2000, help="reviews the generator writes, and human reviews "
+    build.add_argument("--count", type=integer, default=2000, help="reviews the generator writes, and human reviews "
                        "from its held-out data unless --human-count says otherwise (default: %(default)s)")
-    build.add_argument("--human-count", type=int, help="human reviews from the generator's held-out data "
+    build.add_argument("--human-count", type=integer, help="human reviews from the generator's held-out data "
                        "(default: --count); more balance labelled sets that are mostly machine text of that domain")
     grid = SamplingGrid()
     build.add_argument("--temperatures", type=_floats, default=grid.temperatures,
@@ -52,10 +53,10 @@ def add_commands(subparsers) -> None:
                        help=f"1.0 = off (default: {_listed(grid.top_ps)})")
     build.add_argument("--max-new-tokens", type=_ints, default=grid.max_new_tokens,
                        help=f"default: {_listed(grid.max_new_tokens)}")
-    build.add_argument("--min-chars", type=int, default=50, help="shortest review kept, both classes (default: 50)")
-    build.add_argument("--test-fraction", type=float, default=0.2, help="share held out for testing (default: 0.2)")
-    build.add_argument("--batch-size", type=int, default=32, help="reviews per generate call (default: 32)")
-    build.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    build.add_argument("--min-chars", type=integer, default=50, help="shortest review kept, both classes (default: 50)")
+    build.add_argument("--test-fraction", type=number, default=0.2, help="share held out for testing (default: 0.2)")
+    build.add_argument("--batch-size", type=integer, default=32, help="reviews per generate call (default: 32)")
+    build.add_argument("--seed", type=integer, default=0, help="default: %(default)s")
     build.add_argument(
         "--exclude", action="append", default=[], metavar="DATA_DIR",
         help="leave out the human reviews of this earlier build-data output, for a set apart from it, such as "
@@ -87,19 +88,19 @@ def add_commands(subparsers) -> None:
     train.add_argument("output", help="directory to save the detector to")
     train.add_argument("--generator", help="generator directory (default: the bundled model)")
     training = DetectorTraining()
-    train.add_argument("--max-steps", type=int, default=training.max_steps, help="default: %(default)s")
-    train.add_argument("--batch-size", type=int, default=training.batch_size, help="default: %(default)s")
-    train.add_argument("--learning-rate", type=float, default=training.learning_rate, help="default: %(default)s")
-    train.add_argument("--min-chars", type=int, default=training.min_chars,
+    train.add_argument("--max-steps", type=integer, default=training.max_steps, help="default: %(default)s")
+    train.add_argument("--batch-size", type=integer, default=training.batch_size, help="default: %(default)s")
+    train.add_argument("--learning-rate", type=number, default=training.learning_rate, help="default: %(default)s")
+    train.add_argument("--min-chars", type=integer, default=training.min_chars,
                        help="shortest training crop (default: %(default)s)")
-    train.add_argument("--max-chars", type=int, default=training.max_chars,
+    train.add_argument("--max-chars", type=integer, default=training.max_chars,
                        help="longest crop, and what the detector reads at most (default: %(default)s)")
-    train.add_argument("--layers", type=int, help="keep only the generator's first N LSTM layers (default: all)")
+    train.add_argument("--layers", type=integer, help="keep only the generator's first N LSTM layers (default: all)")
     train.add_argument(
         "--pooling", choices=POOLINGS, default=training.pooling,
         help="what the head reads: the mean state over all characters, or the last state (default: %(default)s)",
     )
-    train.add_argument("--seed", type=int, default=training.seed, help="default: %(default)s")
+    train.add_argument("--seed", type=integer, default=training.seed, help="default: %(default)s")
     train.add_argument(
         "--leave-out-source", action="append", default=[], metavar="SOURCE",
         help="train without this source's rows (the data's `source` column), for a leave-one-source-out figure "
@@ -127,8 +128,9 @@ def add_commands(subparsers) -> None:
 def add_training_data_arguments(parser) -> None:
     """How to find the generator's training data and its held-out split, where its training_log.json cannot say."""
     parser.add_argument("--human-data", help="the generator's training data, file or Hub id (default: from its log)")
-    parser.add_argument("--validation-fraction", type=float, help="held-out share, as in training (default: from log)")
-    parser.add_argument("--data-seed", type=int, help="seed of the held-out split, as in training (default: from log)")
+    parser.add_argument("--validation-fraction", type=number, help="held-out share, as in training (default: from log)")
+    parser.add_argument("--data-seed", type=integer,
+                        help="seed of the held-out split, as in training (default: from log)")
 
 
 def _listed(values) -> str:
@@ -161,16 +163,16 @@ def read_reviews(args) -> list[str]:
         return [text]
     reviews, blank = [], 0
     # "\n" only: a review may hold other line separators (U+2028) that splitlines() would cut at.
-    for number, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
+    for line_number, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
         if not line.strip():
             blank += 1
             continue
         try:
             review = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"{args.file}, line {number}: expected a JSON object with a 'text' field") from None
+            raise UsageError(f"{args.file}, line {line_number}: expected a JSON object with a 'text' field") from None
         if not isinstance(review, str):
-            raise UsageError(f"{args.file}, line {number}: 'text' is {json.dumps(review)}, not a string")
+            raise UsageError(f"{args.file}, line {line_number}: 'text' is {json.dumps(review)}, not a string")
         reviews.append(review)
     if not reviews:
         raise UsageError(f"{args.file} has no reviews")
@@ -189,8 +191,8 @@ def run_detect(args) -> int:
     if args.json:
         print(json.dumps([asdict(detection) for detection in detections], indent=2))
         return 0
-    for number, detection in enumerate(detections, start=1):
-        prefix = f"review {number}: " if len(detections) > 1 else ""
+    for index, detection in enumerate(detections, start=1):
+        prefix = f"review {index}: " if len(detections) > 1 else ""
         verdict = f"uncertain, leaning {detection.label}" if detection.uncertain else detection.label
         print(f"{prefix}{verdict} (probability machine-written: {detection.machine_probability:.3f})")
         if detection.truncated:

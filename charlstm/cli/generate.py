@@ -5,6 +5,7 @@ import sys
 from contextlib import closing
 
 from ..generation.settings import GenerationSettings, check_settings
+from .numbers import integer, number
 
 
 def add_commands(subparsers) -> None:
@@ -16,16 +17,17 @@ def add_commands(subparsers) -> None:
     defaults = GenerationSettings()
     parser.add_argument("prompt", nargs="?", default="", help="the start of the review (default: start from nothing)")
     parser.add_argument("--model", help="saved model directory or Hub id (default: the bundled model)")
-    parser.add_argument("--stars", type=int, help="star rating to ask for, 1-5 (star-conditioned models only)")
-    parser.add_argument("--num", type=int, default=defaults.num_reviews, help="reviews to write (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="default: %(default)s")
-    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off (default: %(default)s)")
-    parser.add_argument("--top-p", type=float, default=defaults.top_p, help="1.0 = off (default: %(default)s)")
+    parser.add_argument("--stars", type=integer, help="star rating to ask for, 1-5 (star-conditioned models only)")
+    parser.add_argument("--num", type=integer, default=defaults.num_reviews,
+                        help="reviews to write (default: %(default)s)")
+    parser.add_argument("--temperature", type=number, default=defaults.temperature, help="default: %(default)s")
+    parser.add_argument("--top-k", type=integer, default=defaults.top_k, help="0 = off (default: %(default)s)")
+    parser.add_argument("--top-p", type=number, default=defaults.top_p, help="1.0 = off (default: %(default)s)")
     parser.add_argument(
-        "--max-new-tokens", type=int, default=defaults.max_new_tokens,
+        "--max-new-tokens", type=integer, default=defaults.max_new_tokens,
         help="characters to add at most (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, help="the same seed gives the same reviews (default: random, printed)")
+    parser.add_argument("--seed", type=integer, help="the same seed gives the same reviews (default: random, printed)")
     parser.add_argument("--stream", action="store_true", help="print characters as they are generated")
     parser.add_argument(
         "--fp32", action="store_true", help="keep fp32 weights (default: int8 weights, faster on a CPU)"

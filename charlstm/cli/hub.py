@@ -2,8 +2,6 @@
 `charlstm.hub`.
 """
 
-import os
-import sys
 from pathlib import Path
 
 
@@ -58,8 +56,9 @@ def run_push(args) -> int:
 
     result = push_to_hub(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
                          commit_message=args.commit_message, dataset_id=args.dataset_id, detector_id=args.detector_id)
-    print(f"pushed {args.model_dir} to {result.url} (head {result.commit})")
-    print(f"load it with revision={result.pinned_revision!r} and trust_remote_code=True", file=sys.stderr)
+    # One commit id: the one to pin. The model card's own commit comes after it and changes only README.md.
+    print(f"pushed {args.model_dir} to {result.url}: load it with revision=\"{result.pinned_revision}\" and "
+          "trust_remote_code=True")
     return 0
 
 
@@ -74,14 +73,13 @@ def run_push_space(args) -> int:
 
 def run_model_card(args) -> int:
     from ..hub.model_card import render_model_card
+    from ..runfiles import write_text
 
     card = render_model_card(args.model_dir, args.repo_id, args.revision, dataset_id=args.dataset_id,
                              detector_id=args.detector_id)
     if args.write:
         path = Path(args.model_dir) / "README.md"
-        temporary = path.with_suffix(".md.tmp")
-        temporary.write_text(card, encoding="utf-8")
-        os.replace(temporary, path)
+        write_text(path, card)
         print(f"wrote {path}")
     else:
         print(card)

@@ -10,6 +10,7 @@ from dataclasses import fields
 
 from ..errors import UsageError
 from ..training.config import LR_SCHEDULES, PRECISIONS, PRESETS, RECIPES, DataConfig, EvalConfig, TrainConfig
+from .numbers import integer, number
 
 TRAIN_DEFAULTS = TrainConfig()
 
@@ -28,34 +29,34 @@ def add_commands(subparsers) -> None:
     _add_data_arguments(train, TRAIN_DEFAULTS)
     train.add_argument("--condition-on-stars", action="store_true",
                        help="start each review with its star token, so generation can ask for a rating")
-    train.add_argument("--star-embedding-dim", type=int,
+    train.add_argument("--star-embedding-dim", type=integer,
                        help="with --condition-on-stars, size of the rating input fed beside every character "
                        f"(0: the star token alone){_default('star_embedding_dim')}")
-    train.add_argument("--unrated-share", type=float,
+    train.add_argument("--unrated-share", type=number,
                        help="with --condition-on-stars, share of training reviews framed without their star token "
                        f"and rating, so the model also writes reviews given no rating{_default('unrated_share')}")
-    train.add_argument("--vocab-coverage", type=float, help="share of training characters the vocabulary covers; "
+    train.add_argument("--vocab-coverage", type=number, help="share of training characters the vocabulary covers; "
                        f"the rest become <unk>{_default('vocab_coverage')}")
     model = train.add_argument_group("model")
     model.add_argument("--preset", choices=sorted(PRESETS), help=f"model size{_default('preset')}")
     model.add_argument("--hidden-sizes", type=_positive_ints, help="LSTM sizes, one per layer, e.g. 1024,512")
-    model.add_argument("--embedding-dim", type=int, help="character embedding size (default: the preset's)")
-    model.add_argument("--dropout", type=float, help=f"dropout after each LSTM layer{_default('dropout')}")
+    model.add_argument("--embedding-dim", type=integer, help="character embedding size (default: the preset's)")
+    model.add_argument("--dropout", type=number, help=f"dropout after each LSTM layer{_default('dropout')}")
     model.add_argument("--init-from", metavar="MODEL",
                        help="start from this saved generator (a directory or Hub id): its weights, vocabulary and "
                        "shape, with a new optimiser and learning-rate schedule; for a second stage with another "
                        "recipe, or to fine-tune on other reviews")
     loop = train.add_argument_group("optimisation")
-    loop.add_argument("--learning-rate", type=float, help=_default("learning_rate", alone=True))
+    loop.add_argument("--learning-rate", type=number, help=_default("learning_rate", alone=True))
     loop.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=_default("lr_schedule", alone=True))
-    loop.add_argument("--warmup-steps", type=int, help=_default("warmup_steps", alone=True))
-    loop.add_argument("--weight-decay", type=float, help=_default("weight_decay", alone=True))
-    loop.add_argument("--max-grad-norm", type=float, help=f"gradient clipping, 0 = off{_default('max_grad_norm')}")
-    loop.add_argument("--gradient-accumulation-steps", type=int, help=_default("gradient_accumulation_steps", True))
-    loop.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    loop.add_argument("--epochs", type=float, help="passes over the training blocks (default 1, or unlimited "
+    loop.add_argument("--warmup-steps", type=integer, help=_default("warmup_steps", alone=True))
+    loop.add_argument("--weight-decay", type=number, help=_default("weight_decay", alone=True))
+    loop.add_argument("--max-grad-norm", type=number, help=f"gradient clipping, 0 = off{_default('max_grad_norm')}")
+    loop.add_argument("--gradient-accumulation-steps", type=integer, help=_default("gradient_accumulation_steps", True))
+    loop.add_argument("--max-steps", type=integer, help="stop after this many optimiser steps")
+    loop.add_argument("--epochs", type=number, help="passes over the training blocks (default 1, or unlimited "
                       "with --max-minutes)")
-    loop.add_argument("--max-minutes", type=float, help="wall-clock budget of training (held-out evaluations are not "
+    loop.add_argument("--max-minutes", type=number, help="wall-clock budget of training (held-out evaluations are not "
                       "counted); the learning-rate schedule follows it")
     loop.add_argument("--carry-state", action="store_true",
                       help="truncated backpropagation through time: lay the training reviews out as --batch-size "
@@ -63,15 +64,16 @@ def add_commands(subparsers) -> None:
                       "with (gradients stop there), instead of from zeros; evaluation still starts every block "
                       "from zeros")
     loop.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 (or fp16) on a GPU, fp32 on CPU")
-    loop.add_argument("--threads", type=int, help="torch threads on CPU (default: torch's, one per core); "
+    loop.add_argument("--threads", type=integer, help="torch threads on CPU (default: torch's, one per core); "
                       "fewer leave cores to other work")
     run = train.add_argument_group("run")
     run.add_argument("--output-dir", required=True, help="checkpoints, then the final model directory")
     run.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     run.add_argument("--overwrite", action="store_true", help="start over in an --output-dir that holds a run")
-    run.add_argument("--eval-steps", type=int, help=f"evaluate and checkpoint every N steps{_default('eval_steps')}")
-    run.add_argument("--logging-steps", type=int, help=_default("logging_steps", alone=True))
-    run.add_argument("--save-total-limit", type=int, help="checkpoints kept (the best one is never deleted)"
+    run.add_argument("--eval-steps", type=integer,
+                     help=f"evaluate and checkpoint every N steps{_default('eval_steps')}")
+    run.add_argument("--logging-steps", type=integer, help=_default("logging_steps", alone=True))
+    run.add_argument("--save-total-limit", type=integer, help="checkpoints kept (the best one is never deleted)"
                      f"{_default('save_total_limit')}")
     publish = train.add_argument_group("publishing")
     publish.add_argument("--push-to-hub", action="store_true", default=False,
@@ -90,7 +92,7 @@ def add_commands(subparsers) -> None:
     )
     evaluate.add_argument("--model", required=True, help="a model directory or Hub id")
     _add_data_arguments(evaluate, None)
-    evaluate.add_argument("--max-reviews", type=int, help="evaluate only the first N reviews of the split")
+    evaluate.add_argument("--max-reviews", type=integer, help="evaluate only the first N reviews of the split")
     evaluate.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     evaluate.add_argument("--int8", action="store_true",
                           help="evaluate with int8 weights, as `charlstm generate` and the Space run the model")
@@ -118,13 +120,13 @@ def _add_data_arguments(parser: argparse.ArgumentParser, defaults: DataConfig | 
                       help="star rating column (default: 'stars' or 'label'); 1-5, or 0-4 as the Hub Yelp set")
     data.add_argument("--eval-split",
                       help="held-out split name (default: the dataset's validation/test split, else a fraction)")
-    data.add_argument("--validation-fraction", type=float,
+    data.add_argument("--validation-fraction", type=number,
                       help=f"share of the train split held out when the dataset has no held-out split"
                       f"{default('validation_fraction')}")
-    data.add_argument("--seed", type=int, help=f"seed for the held-out part, init and order{default('seed')}")
-    data.add_argument("--seq-len", type=int, help=f"characters per block{default('seq_len')}")
-    data.add_argument("--batch-size", type=int, help=f"blocks per step (per device){default('batch_size')}")
-    data.add_argument("--num-proc", type=int, help="processes for data preparation")
+    data.add_argument("--seed", type=integer, help=f"seed for the held-out part, init and order{default('seed')}")
+    data.add_argument("--seq-len", type=integer, help=f"characters per block{default('seq_len')}")
+    data.add_argument("--batch-size", type=integer, help=f"blocks per step (per device){default('batch_size')}")
+    data.add_argument("--num-proc", type=integer, help="processes for data preparation")
 
 
 def _positive_ints(text: str) -> list[int]:

@@ -19,7 +19,7 @@ from transformers import GenerationConfig, pipeline
 
 from .. import register
 from ..detection.decision import DetectorDecision
-from ..errors import MissingFileError
+from ..errors import MissingFileError, UsageError
 from ..generation.sampling import load_generator
 from ..generation.settings import GenerationSettings, check_settings
 from ..loading import DETECTOR, kind_of, load_config, load_model
@@ -117,7 +117,9 @@ def _sampling_description(model_dir: Path) -> str:
 def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, detector_id) -> str:
     log = _read_json(model_dir / TRAINING_LOG) or {}
     config = _read_json(model_dir / "config.json")
-    final = log.get("final") or {}
+    final = _section(log, "final", model_dir / TRAINING_LOG)
+    _section(log, "initialised_from", model_dir / TRAINING_LOG)
+    yelp = _is_yelp(log.get("dataset"), dataset_id)
     conditioned = bool(config.get("conditioned_on_stars", log.get("conditioned_on_stars", False)))
     widget_prompts = {stars if conditioned else None: prompt for stars, prompt in WIDGET_PROMPTS}
     sample_ratings = [] if samples is not None else list(range(1, 6)) if conditioned else [None]
@@ -143,7 +145,7 @@ def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, de
                  "output": {"text": widget_outputs[stars]}} for stars, prompt in widget_prompts.items()],
     )
     vocab_size = log.get("vocab_size") or config.get("vocab_size")
-    per_star = final.get("eval_bpc_per_star") or {}
+    per_star = _section(final, "eval_bpc_per_star", model_dir / TRAINING_LOG)
     context = dict(
         title=title,
         repo_id=repo_id or "NAMESPACE/NAME",
@@ -169,12 +171,13 @@ def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, de
         eval_bpc=_figure(eval_bpc, "{:.4f}"),
         bpc_per_star=[{"label": _sample_label(stars), "bpc": _figure(per_star.get(str(stars)), "{:.4f}")}
                       for stars in range(1, 6)] if conditioned else [],
-        data_terms=YELP_TERMS if _is_yelp(log.get("dataset"), dataset_id) else "the terms of its training data",
+        data_terms=YELP_TERMS if yelp else "the terms of its training data",
+        review_kind=_review_kind(log.get("dataset"), yelp),
         curves_file=TRAINING_CURVES if (model_dir / TRAINING_CURVES).is_file() else None,
         sample_settings=_sampling_description(model_dir),
         samples=[{"label": _sample_label(stars), "block": _fenced(text)} for stars, text in samples.items()],
         prompt_example=_prompt_text(5 if conditioned else None, "The tacos were"),
-        detector_pointer=_detector_pointer(detector_id),
+        detector_pointer=_detector_pointer(detector_id, yelp),
     )
     return _render(GENERATOR_TEMPLATE, card_data, context)
 
@@ -301,12 +304,27 @@ def _figure(value, spec: str) -> str:
 
 
 def _read_json(path: Path) -> dict | None:
-    """The JSON object in `path`, or None when the file is missing or not a JSON object (a card still renders)."""
+    """
+    The JSON object in `path`, or None when there is no such file (a card still renders, its figures "not
+    measured"). A file that is there but unreadable is a UsageError: a card of "not measured" would hide it.
+    """
+    if not path.is_file():
+        return None
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path} cannot be read as JSON ({error}): fix or remove it") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path} holds a JSON {type(value).__name__}, not an object: fix or remove it")
+    return value
+
+
+def _section(log: dict, key: str, path: Path) -> dict:
+    """A part of a log that must be an object when present (`final`, `initialised_from`)."""
+    value = log.get(key) or {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{path}: {key!r} is a {type(value).__name__}, not an object: fix or remove it")
+    return value
 
 
 def _title(model_dir: Path, repo_id: str | None) -> str:
@@ -326,6 +344,13 @@ def _dataset_name(dataset: str | None) -> str:
 
 def _is_yelp(dataset: str | None, dataset_id: str | None) -> bool:
     return "yelp" in f"{dataset} {dataset_id}".lower()
+
+
+def _review_kind(dataset: str | None, yelp: bool) -> str:
+    """What the model writes, by what it was trained on: the project's Yelp model is not every user's."""
+    if yelp:
+        return "Yelp-style reviews"
+    return f"reviews like those of `{Path(dataset).name}`" if dataset else "reviews"
 
 
 def _dataset_description(dataset: str | None, dataset_id: str | None) -> str:
@@ -372,10 +397,14 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def _detector_pointer(detector_id: str | None) -> str:
+def _detector_pointer(detector_id: str | None, yelp: bool) -> str:
+    """Where a detector for this generator's text is; the project's own was trained against its Yelp generator."""
     if detector_id:
         return (f"A detector trained against this generator is published as [{detector_id}]"
                 f"(https://huggingface.co/{detector_id}): it tells its reviews from human ones.")
-    return ("The charlstm project ships a detector trained against this generator (`charlstm detect`, "
-            "`CharLSTMForSequenceClassification` with labels `human` / `machine`) that tells its reviews from "
-            "human ones.")
+    if yelp:
+        return ("The charlstm project ships a detector trained against its Yelp generator (`charlstm detect`, "
+                "`CharLSTMForSequenceClassification` with labels `human` / `machine`) that tells that generator's "
+                "reviews from human ones.")
+    return ("The charlstm project ships a detector trained against its Yelp generator, not against this one: "
+            "`charlstm detector build-data` and `charlstm detector train` build one for this generator's text.")

@@ -27,6 +27,8 @@ from huggingface_hub import (
     get_token,
 )
 from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+from huggingface_hub.utils import logging as hub_logging
 
 from ..errors import MissingFileError, UsageError
 from ..loading import DETECTOR, kind_of, load_config, load_model
@@ -119,16 +121,53 @@ def package_requirements(names: tuple[str, ...] | None = None) -> list[str]:
 
 
 @contextmanager
+def quiet_uploads():
+    """
+    No per-file upload bars and no retry notes: a failed upload leaves its bar open, the one-line error would follow
+    it on the same line, and a dropped connection adds a dozen lines of retries before it. Our repos are a few MB.
+    """
+    were_disabled, verbosity = are_progress_bars_disabled(), hub_logging.get_verbosity()
+    disable_progress_bars()
+    hub_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(verbosity)
+        if not were_disabled:
+            enable_progress_bars()
+
+
+@contextmanager
 def hub_errors():
     """An error answer from the Hub, or no answer, becomes a one-line UsageError (exit 2) instead of a traceback."""
     try:
         yield
-    except HUB_FAILURES as error:
-        raise UsageError(hub_failure(error)) from None
+    except Exception as error:
+        failure = underlying_hub_failure(error)
+        if failure is None:
+            raise
+        if failure is error:
+            raise UsageError(hub_failure(error)) from None
+        raise UsageError(
+            f"{_first_line(error).rstrip('.')}: {hub_failure(failure)}. Nothing was committed; run the same command "
+            "again: it uploads only what is missing"
+        ) from None
 
 
 # What a Hub request can end in besides success: an error answer, no connection, a broken transfer.
 HUB_FAILURES = (HfHubHTTPError, httpx2.TransportError, ConnectionError, TimeoutError)
+
+
+def underlying_hub_failure(error: BaseException) -> BaseException | None:
+    """`error` if it is a Hub failure, or the one behind it: huggingface_hub wraps a failed file upload in a
+    RuntimeError ("Error while uploading ..."), whatever broke it. None when no Hub failure is behind it."""
+    while error is not None and not isinstance(error, HUB_FAILURES):
+        error = error.__cause__
+    return error
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def hub_failure(error: BaseException) -> str:
@@ -138,7 +177,7 @@ def hub_failure(error: BaseException) -> str:
         detail = error.server_message or str(error).strip().splitlines()[0]
         hint = ": check HF_TOKEN or run `hf auth login`" if status in (401, 403) else ""
         return f"the Hub refused the request ({status}): {detail.strip()}{hint}"
-    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    detail = _first_line(error)
     return f"could not reach the Hub at {constants.ENDPOINT} ({detail}): check the network or HF_ENDPOINT"
 
 
@@ -193,7 +232,7 @@ def push_to_hub(
     render_model_card(model_dir, repo_id, None, dataset_id=dataset_id, detector_id=detector_id)
     label = "detector" if kind == DETECTOR else "model"
     api = HfApi(token=token)
-    with hub_errors(), tempfile.TemporaryDirectory(prefix="charlstm-push-") as staging:
+    with hub_errors(), quiet_uploads(), tempfile.TemporaryDirectory(prefix="charlstm-push-") as staging:
         staging = Path(staging)
         for path in files:
             shutil.copy2(path, staging / path.name)
@@ -210,8 +249,11 @@ def push_to_hub(
             card = render_model_card(model_dir, repo_id, pinned, dataset_id=dataset_id, detector_id=detector_id)
             head = api.upload_file(path_or_fileobj=card.encode("utf-8"), path_in_repo=MODEL_CARD, repo_id=repo_id,
                                    revision=revision, commit_message=f"Model card for {pinned[:12]}").oid
-        except (UsageError, *HUB_FAILURES) as error:
-            reason = str(error) if isinstance(error, UsageError) else hub_failure(error)
+        except Exception as error:
+            failure = underlying_hub_failure(error)
+            if failure is None and not isinstance(error, UsageError):
+                raise
+            reason = str(error) if failure is None else hub_failure(failure)
             raise UsageError(
                 f"{repo_id} now holds the files of {model_dir} (commit {files_commit[:12]}) but not their model card: "
                 f"{reason}. Run the same `charlstm push` again: it uploads only what is missing"
@@ -243,7 +285,7 @@ def push_space(
     if not (space_dir / "app.py").is_file():
         raise MissingFileError(f"{space_dir} has no app.py: give the Space's folder with --space-dir")
     api = HfApi(token=token)
-    with hub_errors(), tempfile.TemporaryDirectory(prefix="charlstm-space-") as staging:
+    with hub_errors(), quiet_uploads(), tempfile.TemporaryDirectory(prefix="charlstm-space-") as staging:
         staging = Path(staging)
         source_files = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
         shutil.copytree(space_dir, staging, dirs_exist_ok=True, ignore=source_files)

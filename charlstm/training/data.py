@@ -4,14 +4,17 @@ One place serves `charlstm train`, `charlstm eval` and the benchmarks, so every 
 held-out part with the same framing.
 """
 
+import codecs
 import math
 import os
 import sys
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import datasets
 import numpy as np
+import pyarrow
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 
@@ -26,6 +29,12 @@ LABEL_COLUMN_GUESSES = ("stars", "label")
 
 # Names of a held-out split in a dataset that ships one, in order of preference.
 HELD_OUT_SPLITS = ("validation", "test")
+
+# What `datasets` and pyarrow end in when a local file or saved directory is malformed (a corrupt parquet is an
+# ArrowInvalid, a dataset_dict.json without its splits a KeyError, a file of blank lines a ValueError).
+UNREADABLE = (datasets.exceptions.DatasetGenerationError, pyarrow.ArrowException, ValueError, KeyError, TypeError)
+# How `datasets` says that a file held no rows at all (a jsonl of blank lines, a csv with only its header).
+NO_ROWS = "corresponds to no data"
 
 IGNORE_INDEX = -100  # positions the loss skips (same value as the library's loss functions)
 
@@ -93,15 +102,24 @@ def load_dataset_splits(source: str) -> DatasetDict:
             loaded = datasets.load_from_disk(path)
         except FileNotFoundError as error:
             raise UsageError(f"{source!r} is a directory but not one saved by `datasets` ({error})") from None
+        except UNREADABLE as error:
+            raise UsageError(f"{source!r} looks saved by `datasets` but does not load: "
+                             f"{_reason(error)}") from None
     elif os.path.isfile(path):
         if ending not in LOCAL_BUILDERS:
             raise UsageError(f"{source!r}: unsupported file type {ending or '(none)'}; use {', '.join(LOCAL_BUILDERS)}")
         if os.path.getsize(path) == 0:
             raise UsageError(f"{source!r} is empty")
+        if LOCAL_BUILDERS[ending] != "parquet":
+            _check_utf8(path, source)
         try:
-            loaded = datasets.load_dataset(LOCAL_BUILDERS[ending], data_files={"train": path})
-        except datasets.exceptions.DatasetGenerationError as error:
-            raise UsageError(f"cannot read {source!r} as {ending[1:]}: {error.__cause__ or error}") from None
+            with _builder_errors_unlogged():
+                loaded = datasets.load_dataset(LOCAL_BUILDERS[ending], data_files={"train": path})
+        except UNREADABLE as error:
+            if NO_ROWS in str(error):
+                raise UsageError(f"{source!r} holds no reviews: no rows of data in it") from None
+            shape = ' (one JSON object per line, like {"text": "..."})' if ending == ".jsonl" else ""
+            raise UsageError(f"cannot read {source!r} as {ending[1:]}{shape}: {_reason(error)}") from None
     elif ending in LOCAL_BUILDERS or os.sep in source.strip("/") and source.startswith((".", "/", "~")):
         raise UsageError(f"no such file or directory: {source!r}")
     else:
@@ -109,6 +127,50 @@ def load_dataset_splits(source: str) -> DatasetDict:
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({"train": loaded})
     return loaded
+
+
+def _check_utf8(path: str, source: str) -> None:
+    """
+    Text formats are read as UTF-8. Checked here because `datasets` reads a jsonl in another encoding without
+    complaint and the bad bytes only surface later, deep inside pyarrow, as a traceback.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                line += chunk[: error.start].count(b"\n")
+                break
+            line += chunk.count(b"\n")
+        else:
+            try:
+                decoder.decode(b"", final=True)
+                return
+            except UnicodeDecodeError:
+                pass  # it ends inside a character: the last line is the bad one
+    raise UsageError(f"{source!r} is not UTF-8 text (line {line}); save it as UTF-8")
+
+
+@contextmanager
+def _builder_errors_unlogged():
+    """The parquet builder logs a file it cannot read before raising; the error it raises is reported once, above."""
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of what went wrong underneath (`datasets` wraps the reader's error in its own)."""
+    if isinstance(error, datasets.exceptions.DatasetGenerationError) and error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, KeyError):
+        return f"a file in it has no {error} entry"
+    return _first_line(error)
 
 
 def _load_from_hub(repo_id: str) -> DatasetDict:

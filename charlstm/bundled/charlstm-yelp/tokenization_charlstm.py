@@ -49,11 +49,10 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
         if (vocab_file is None) == (characters is None):
             raise ValueError("CharLSTMTokenizer needs exactly one of vocab_file or characters")
         if vocab_file is not None:
-            with open(vocab_file, encoding="utf-8") as handle:
-                self.vocab = json.load(handle)
-            _check_vocab(self.vocab, vocab_file)
+            self.vocab = _read_vocab(vocab_file)
         else:
             self.vocab = _build_vocab(characters)
+        _check_max_length(model_max_length)
         self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
         self.add_bos = add_bos
         # Fixed by the vocabulary layout and by add_bos; the copies a saved tokenizer_config.json holds are ignored.
@@ -144,6 +143,30 @@ def _build_vocab(characters: Iterable[str]) -> dict[str, int]:
     if bad:
         raise ValueError(f"characters must be single characters, got {bad[:5]!r}")
     return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *chars])}
+
+
+def _read_vocab(vocab_file: str) -> dict[str, int]:
+    """The token -> id map of a vocab.json, or a ValueError naming the file (the loader reports it in one line)."""
+    try:
+        with open(vocab_file, encoding="utf-8") as handle:
+            vocab = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{vocab_file} is not valid JSON ({error})") from None
+    if not isinstance(vocab, dict) or not all(type(index) is int for index in vocab.values()):
+        raise ValueError(f"{vocab_file} must map each token to its id, like {{\"<pad>\": 0, ...}}")
+    _check_vocab(vocab, vocab_file)
+    return vocab
+
+
+def _check_max_length(model_max_length) -> None:
+    """
+    tokenizer_config.json's model_max_length: text is cut to it, so a string would fail deep inside padding and
+    a length below 2 (`<bos>` and one character) would leave nothing to read.
+    """
+    if isinstance(model_max_length, bool) or not isinstance(model_max_length, int) or model_max_length < 2:
+        raise ValueError(
+            f"model_max_length (tokenizer_config.json) must be a whole number of at least 2, got {model_max_length!r}"
+        )
 
 
 def _check_vocab(vocab: dict, source: str) -> None:
