@@ -78,6 +78,8 @@ def load_config(source: str):
             json.loads(Path(source, "config.json").read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise UsageError(f"{source}/config.json is not valid JSON ({error})") from None
+        except OSError as error:
+            raise MissingFileError(f"cannot read {source}/config.json: {error.strerror}") from None
     try:
         with _quiet_loading():
             config = AutoConfig.from_pretrained(source)

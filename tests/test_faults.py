@@ -285,3 +285,94 @@ def test_space_never_shows_a_probability_short_of_certain_as_100_percent(space_c
     assert verdict == "Detector: **above 99.9%** machine-written.", verdict
     shown = {item["label"]: item["confidence"] for item in label["confidences"]}
     assert shown == {"machine-written": 0.99, "human-written": 0.01}  # the widget rounds: 99% and 1%, not 100%, 0%
+
+
+# --- training and evaluation: nothing lost, nothing that runs for ever ----------------------------------------------
+
+REVIEWS = [{"text": f"Review {index}: the tacos were {'great' if index % 2 else 'cold'} and the staff kind.",
+            "stars": 1 + index % 5} for index in range(60)]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished tiny training run with checkpoints left in it, and the reviews file it trained on."""
+    root = tmp_path_factory.mktemp("trained-run")
+    data = root / "reviews.jsonl"
+    data.write_text("".join(json.dumps(review) + "\n" for review in REVIEWS))
+    result = run_charlstm(["train", "--dataset", str(data), "--preset", "tiny", "--seq-len", "32", "--batch-size", "4",
+                           "--max-steps", "4", "--eval-steps", "2", "--save-total-limit", "3", "--validation-fraction",
+                           "0.2", "--output-dir", str(root / "run")], root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return root / "run", data
+
+
+def test_an_overwrite_that_fails_leaves_the_earlier_model_as_it_was(trained_run, tmp_path):
+    run, data = trained_run
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    for bad in (["--dataset", str(tmp_path / "typo.jsonl")], ["--dataset", str(data), "--init-from", str(tmp_path)]):
+        result = run_charlstm(["train", "--output-dir", str(run), "--overwrite", "--preset", "tiny", *bad], tmp_path)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+
+
+def test_resume_goes_past_a_checkpoint_cut_off_while_it_was_saved(trained_run, tmp_path):
+    run, data = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    newest = max(copy.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    cut_off = copy / "checkpoint-9999"
+    shutil.copytree(newest, cut_off)
+    (cut_off / "trainer_state.json").write_text("")  # the disk filled while it was written
+    result = run_charlstm(["train", "--dataset", str(data), "--preset", "tiny", "--seq-len", "32", "--batch-size", "4",
+                           "--max-steps", "6", "--eval-steps", "2", "--validation-fraction", "0.2", "--resume",
+                           "--output-dir", str(copy)], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming from {newest.name}; checkpoint-9999 is incomplete" in result.stdout + result.stderr
+    assert json.loads((copy / "training_log.json").read_text())["steps"] == 6
+
+
+@pytest.mark.parametrize("argv", [
+    "train --output-dir out --max-minutes nan",
+    "train --output-dir out --learning-rate nan",
+    "train --output-dir out --epochs inf",
+    "train --output-dir out --seed " + "9" * 400,
+    "generate --top-k " + "9" * 400,
+    "generate --seed " + "9" * 400,
+    "generate --num " + "9" * 400,
+    "generate --temperature nan",
+    "eval --model m --batch-size 1e3",
+], ids=["max-minutes-nan", "lr-nan", "epochs-inf", "seed-huge", "top-k-huge", "generate-seed-huge", "num-huge",
+        "temperature-nan", "batch-float"])
+def test_numbers_no_command_can_use_are_refused_as_the_options_are_read(argv, tmp_path):
+    result = run_charlstm(argv.split(), tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert "error: argument --" in result.stderr
+
+
+def test_eval_names_a_corrupt_training_log_in_one_line(trained_run, tmp_path):
+    run, data = trained_run
+    broken = copy_with(run, tmp_path / "broken", lambda path: (path / "training_log.json").write_text("{not json"))
+    assert_one_line_error(run_charlstm(["eval", "--model", str(broken)], tmp_path), "training_log.json cannot be read")
+
+
+def test_eval_of_a_dataset_the_model_never_saw_reads_all_of_it(trained_run, tmp_path):
+    run, _ = trained_run
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"text": f"Other review {index}, fine food.", "stars": 3}) + "\n"
+                             for index in range(10)))
+    result = run_charlstm(["eval", "--model", str(run), "--dataset", str(other), "--json", str(tmp_path / "r.json")],
+                          tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["eval_reviews"] == 10 and report["split"].startswith("every review")
+
+
+def test_generate_json_gives_each_review_with_what_reproduces_it(star_model_dir, tmp_path):
+    argv = ["generate", "The tacos", "--model", str(star_model_dir), "--num", "2", "--seed", "5", "--stars", "4",
+            "--max-new-tokens", "30", "--json"]
+    result = run_charlstm(argv, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout)
+    assert len(rows) == 2 and all(row["text"].startswith("The tacos") and row["stars"] == 4 for row in rows)
+    assert {row["seed"] for row in rows} == {5}
+    assert run_charlstm(argv, tmp_path).stdout == result.stdout  # the same seed, the same reviews

@@ -1,9 +1,11 @@
 """`charlstm generate`: its options, and a thin caller of `charlstm.generation`."""
 
+import json
 import os
 import sys
 from contextlib import closing
 
+from ..errors import UsageError
 from ..generation.settings import GenerationSettings, check_settings
 from .numbers import integer, number
 
@@ -29,6 +31,9 @@ def add_commands(subparsers) -> None:
     )
     parser.add_argument("--seed", type=integer, help="the same seed gives the same reviews (default: random, printed)")
     parser.add_argument("--stream", action="store_true", help="print characters as they are generated")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON list, one object per review: its text, rating, whether it was cut, and the "
+                        "settings and seed that reproduce it")
     parser.add_argument(
         "--fp32", action="store_true", help="keep fp32 weights (default: int8 weights, faster on a CPU)"
     )
@@ -36,6 +41,8 @@ def add_commands(subparsers) -> None:
 
 
 def run_generate(args) -> int:
+    if args.stream and args.json:
+        raise UsageError("--stream and --json go separately: a JSON list is printed once every review is written")
     from ..generation.sampling import load_generator
     from ..generation.streaming import REVIEW_SEPARATOR
 
@@ -60,6 +67,13 @@ def run_generate(args) -> int:
     if args.seed is None:
         print(f"charlstm generate: seed {settings.seed}", file=sys.stderr)
     try:
+        if args.json:
+            reviews = generator.write(settings)
+            shared = {"seed": settings.seed, "temperature": settings.temperature, "top_k": settings.top_k,
+                      "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens}
+            print(json.dumps([{"text": review.text, "stars": review.stars, "cut": review.cut, **shared}
+                              for review in reviews], indent=2, ensure_ascii=False))
+            return 0
         if args.stream:
             with closing(generator.stream(settings)) as updates:  # a closed pipe stops the generation thread too
                 cut = _print_stream(updates, settings.num_reviews, REVIEW_SEPARATOR)

@@ -119,7 +119,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser, defaults: DataConfig | 
     data.add_argument("--label-column",
                       help="star rating column (default: 'stars' or 'label'); 1-5, or 0-4 as the Hub Yelp set")
     data.add_argument("--eval-split",
-                      help="held-out split name (default: the dataset's validation/test split, else a fraction)")
+                      help="held-out split name, or 'all' for every review (default: the dataset's validation/test "
+                      "split, else a fraction; for eval, every review of a dataset the model did not train on)")
     data.add_argument("--validation-fraction", type=number,
                       help=f"share of the train split held out when the dataset has no held-out split"
                       f"{default('validation_fraction')}")

@@ -10,6 +10,9 @@ from dataclasses import dataclass, fields, replace
 
 from ..errors import UsageError
 
+# The held-out split that holds out every review of every split: data a model never trained on, evaluated whole.
+ALL_REVIEWS = "all"
+
 DEFAULT_DATASET = "Yelp/yelp_review_full"
 
 # Model sizes. `base` is the two-layer [1024, 512] model of the IBM "generate fake reviews" code pattern.
@@ -137,11 +140,17 @@ class EvalConfig(DataConfig):
     json: str | None = None
 
     def filled_from(self, log: dict | None) -> "EvalConfig":
-        """Unset data options take the training run's values, and the defaults of a training run where it has none."""
+        """
+        Unset data options take the training run's values, and the defaults of a training run where it has none; a
+        dataset other than the one the model trained on is evaluated whole, unless a split or fraction is named.
+        """
         defaults = DataConfig()
         filled = {}
+        foreign = self.dataset is not None and self.dataset != (log or {}).get("dataset")
+        if foreign and self.eval_split is None and self.validation_fraction is None:
+            filled["eval_split"] = ALL_REVIEWS
         for item in fields(DataConfig):
-            if getattr(self, item.name) is None:
+            if getattr(self, item.name) is None and item.name not in filled:
                 fallback = getattr(defaults, item.name)
                 filled[item.name] = (log or {}).get(item.name, fallback) if item.name != "num_proc" else None
         config = replace(self, **filled)

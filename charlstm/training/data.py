@@ -16,10 +16,11 @@ import datasets
 import numpy as np
 import pyarrow
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets
 
 from ..errors import UsageError
 from ..tokenization_charlstm import CharLSTMTokenizer, star_token
+from .config import ALL_REVIEWS
 
 # File endings `datasets.load_dataset` reads with one of its packaged builders.
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
@@ -290,6 +291,9 @@ def _has_text(review: dict) -> bool:
 def _split_held_out(
     splits: DatasetDict, held_out_split: str | None, validation_fraction: float, seed: int, source: str
 ) -> tuple[Dataset, Dataset]:
+    if held_out_split == ALL_REVIEWS and ALL_REVIEWS not in splits:
+        every = concatenate_datasets(list(splits.values()))
+        return every.select([]), every
     if held_out_split is not None:
         if held_out_split not in splits:
             raise UsageError(f"dataset {source!r} has no split {held_out_split!r} (splits: {', '.join(splits)})")

@@ -4,7 +4,6 @@ The model card and `charlstm eval` read the log; `training_log_of` is how every 
 """
 
 import json
-import math
 import os
 import sys
 from dataclasses import asdict
@@ -17,8 +16,7 @@ from ..loading import display_name
 from ..runfiles import TRAINING_LOG
 from .config import TrainConfig
 from .rundir import checkpoint_step
-
-LN2 = math.log(2.0)
+from .trainer import LN2
 
 
 def training_log(config: TrainConfig, run, trainer, result, final: dict, seconds: float) -> dict:

@@ -24,7 +24,7 @@ from ..quantization import is_quantized, quantize
 from ..runfiles import TRAINING_CURVES, TRAINING_LOG, check_output_file, write_json
 from ..tokenization_charlstm import CharLSTMTokenizer
 from . import rundir
-from .config import EvalConfig, TrainConfig
+from .config import ALL_REVIEWS, EvalConfig, TrainConfig
 from .data import ParallelStreams, Reviews, build_tokenizer, framed_stream, load_reviews, pack_reviews
 from .report import plot_training_curves, training_log, training_log_of
 from .star_prior import star_shares
@@ -239,7 +239,10 @@ def evaluate_model(config: EvalConfig) -> dict:
     )
     trainer.remove_callback(PrinterCallback)  # the caller reports the figures once, readably
     result = evaluate_bpc(trainer, chosen, tokenizer, config.seq_len, conditioned, config.num_proc)
-    split = config.eval_split or f"held-out {config.validation_fraction:g} of train, seed {config.seed}"
+    if config.eval_split == ALL_REVIEWS:
+        split = "every review: the model did not train on this dataset"
+    else:
+        split = config.eval_split or f"held-out {config.validation_fraction:g} of train, seed {config.seed}"
     report = {"model": config.model, "weights": "int8" if is_quantized(model) else "fp32", "dataset": config.dataset,
               "split": split, "seq_len": config.seq_len, **result}
     if config.json:

@@ -8,6 +8,7 @@ runs once the data and the model are ready.
 import json
 import os
 import shutil
+import sys
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -30,7 +31,8 @@ def claim(output: str, resume: bool, overwrite: bool) -> str | None:
         broken = [os.path.basename(path) for path in checkpoints if not is_complete(path)]
         if broken:
             print(f"charlstm train: note: resuming from {os.path.basename(newest)}; "
-                  f"{', '.join(broken)} {'is' if len(broken) == 1 else 'are'} incomplete and left as found")
+                  f"{', '.join(broken)} {'is' if len(broken) == 1 else 'are'} incomplete and left as found",
+                  file=sys.stderr)
         return newest
     if holds_run(output) and not overwrite:
         raise UsageError(f"--output-dir {output!r} holds another run; pass --resume to continue it or --overwrite "

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from transformers import Trainer, TrainerCallback, default_data_collator
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import ExportableState, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import register
@@ -249,10 +249,28 @@ class CharLSTMTrainer(Trainer):
         return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, WallClockBudget))
 
 
+class ReadableProgress(ProgressCallback):
+    """The Trainer's progress bar, with each log as a line a person reads ("step 50: loss 1.08 (1.56 bits per
+    character), lr 0.001, epoch 0.02") instead of a dict of numbers written as strings."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        shown = []
+        for name, value in logs.items():
+            if name == "total_flos" or not isinstance(value, (int, float)):
+                continue
+            words = f"{name.replace('_', ' ')} {value:.4g}"
+            if name == "loss":
+                words += f" ({value / LN2:.3g} bits per character)"
+            shown.append(words)
+        self.training_bar.write(f"step {state.global_step}: {', '.join(shown)}")
+
+
 def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max_minutes=None, callbacks=(),
                  elapsed_seconds=0.0):
     """The Trainer every command and benchmark uses, so they all measure the same loop."""
-    return CharLSTMTrainer(
+    trainer = CharLSTMTrainer(
         model=model,
         args=training_args,
         train_dataset=train_blocks,
@@ -262,3 +280,6 @@ def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max
         preprocess_logits_for_metrics=summed_nll,
         callbacks=[WallClockBudget(max_minutes, elapsed_seconds), *callbacks],
     )
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(ReadableProgress())
+    return trainer
