@@ -84,7 +84,8 @@ def run_generate(args) -> int:
             cut = [review.cut for review in reviews]
             if settings.stars is None and reviews[0].stars is not None:
                 drawn = ", ".join(str(review.stars) for review in reviews)
-                print(f"charlstm generate: no rating asked; written for {drawn} stars (drawn with the seed)",
+                unit = "star" if [review.stars for review in reviews] == [1] else "stars"
+                print(f"charlstm generate: no rating asked; written for {drawn} {unit} (drawn with the seed)",
                       file=sys.stderr)
         _note_cut(cut, settings.max_new_tokens)
     except BrokenPipeError:

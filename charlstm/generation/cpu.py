@@ -26,4 +26,4 @@ def warm_up(model, tokenizer, steps: int = 3) -> None:
     """
     ids = torch.tensor([[tokenizer.bos_token_id]], device=model.device)
     model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps, min_new_tokens=steps,
-                   do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                   do_sample=False, top_k=50, pad_token_id=tokenizer.pad_token_id)  # 50: see ReviewGenerator._run

@@ -278,10 +278,11 @@ class ReviewGenerator:
             max_new_tokens=most_new_characters(settings.max_new_tokens),
             do_sample=False,
             # Neutral on purpose: `SeededSampling` samples. Left unset, generate would fill these from the saved
-            # model's sampling defaults and warn that they do nothing without do_sample.
+            # model's sampling defaults and warn that they do nothing without do_sample (50 is the library's own
+            # top_k default, the one value it does not warn about).
             temperature=1.0,
             top_p=1.0,
-            top_k=None,
+            top_k=50,
             bos_token_id=model_config.bos_token_id,
             eos_token_id=model_config.eos_token_id,
             pad_token_id=model_config.pad_token_id,
