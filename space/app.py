@@ -164,15 +164,14 @@ class ReviewSpace:
             raise rejected(str(error)) from None
         detection = self.detector.detect(text)
         p_machine = None if detection is None else detection.machine_probability
-        label = None if p_machine is None else {"machine-written": p_machine, "human-written": 1.0 - p_machine}
+        label = None if detection is None else detection.verdict  # the same words as `charlstm detect`
         if detection is None:
             detector_line = (f"The detector is not available ({self.detector.problem}); "
                              "the generator's view below still works.")
-        elif detection.uncertain:
-            detector_line = (f"Detector: **uncertain** ({p_machine:.1%} machine-written, where its measured calls are "
-                             "too often wrong to say which).")
+        elif p_machine is None:
+            detector_line = f"Detector: **{detection.verdict}**: {detection.reason}."
         else:
-            detector_line = f"Detector: **{p_machine:.1%}** machine-written."
+            detector_line = f"Detector: **{detection.verdict}** (probability machine-written: {p_machine:.1%})."
         if detection is not None:
             detector_line += f"\n\n_{self.detector.caveat()}_"
         summary = (
@@ -183,7 +182,8 @@ class ReviewSpace:
         details = {
             "p_machine": p_machine,
             "uncertain": None if detection is None else detection.uncertain,
-            "detector_available": p_machine is not None,
+            "verdict": None if detection is None else detection.verdict,
+            "detector_available": detection is not None,
             "bits_per_character": scores.bits_per_character,
             "top1_share": scores.top1_share,
             "characters": scores.characters,

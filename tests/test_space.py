@@ -147,8 +147,7 @@ def test_score_returns_the_detector_probability_and_a_rank_for_every_character(c
     text = "The tacos were great and the salsa was fresh."
     label, highlighted, summary, details = client.predict(text, 0, api_name="/score")
     assert details["p_machine"] == pytest.approx(Detector(detector_dir).predict([text])[0].machine_probability)
-    machine = next(item["confidence"] for item in label["confidences"] if item["label"] == "machine-written")
-    assert machine == pytest.approx(details["p_machine"])
+    assert label["label"] == details["verdict"] == Detector(detector_dir).predict([text])[0].verdict
     assert details["characters"] == list(text)
     assert len(details["ranks"]) == len(text) and all(rank >= 1 for rank in details["ranks"])
     assert "".join(span["token"] for span in highlighted) == text
@@ -158,11 +157,19 @@ def test_score_returns_the_detector_probability_and_a_rank_for_every_character(c
 
 
 def test_score_says_what_the_detector_was_tested_on_and_when_it_is_unsure(client):
-    label, highlighted, summary, details = client.predict("The tacos were great.", 0, api_name="/score")
-    assert details["uncertain"] is True and "Detector: **uncertain**" in summary
+    text = "The tacos were great and the salsa was fresh."
+    label, highlighted, summary, details = client.predict(text, 0, api_name="/score")
+    assert details["uncertain"] is True and "Detector: **uncertain, leaning" in summary
     assert "gpt-3 yelp (machine text by gpt-3) AUC 0.91" in summary
     assert "as on a generator it never saw: AUC 0.62-0.70." in summary
-    assert "It called 20% of these sources' human reviews machine-written" in summary
+    assert "wrongly called 20% of the real ones machine-written" in summary
+
+
+def test_score_says_it_cannot_judge_a_short_or_foreign_text(client):
+    for text, reason in (("Great tacos.", "12 characters long"), ("美味しいラーメンでした。" * 5, "does not know")):
+        label, highlighted, summary, details = client.predict(text, 0, api_name="/score")
+        assert label["label"] == details["verdict"] == "cannot judge" and details["p_machine"] is None
+        assert reason in summary
 
 
 @pytest.mark.parametrize(
