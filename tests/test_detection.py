@@ -34,6 +34,7 @@ from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.errors import UsageError
 from charlstm.hub.model_card import render_model_card
+from charlstm.tokenization_charlstm import normalize_text
 from charlstm.training.data import load_reviews
 from charlstm.training.rundir import last_complete_checkpoint
 from tests.conftest import make_tiny_model
@@ -640,7 +641,8 @@ def test_the_caveat_leads_with_what_it_catches_and_how_often_it_is_wrong(detecto
                              "wrongly called 4% of the real ones machine-written: a verdict is a reason to look "
                              "closer, never proof.")
     assert "Yelp reviews by GPT-3 AUC 0.95" in caveat and ".jsonl" not in caveat
-    assert "Trained without one family of generators and tested on it, as on a generator it never saw: AUC 0.80" in caveat
+    assert "Trained without one family of generators and tested on it, as on a generator it never saw: AUC 0.80" in (
+        caveat)
 
 
 def test_human_count_adds_human_reviews_beside_the_generators(generator_dir, human_file, tmp_path, capsys):
@@ -733,6 +735,12 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     for source in set(everything["source"]):
         figures = evaluate(detector, everything.filter(lambda row, source=source: row["source"] == source))
         assert figures["roc_auc"] >= 0.8, (source, figures)
+    # Normalised the same way in training (features of normalize_text's output) and at inference (its tokenizer).
+    curly = "\u201cThe tacos\u201d were great \u2014 the salsa\u2019s fresh,\n\nand the staff  were kind to us."
+    straight = "\"The tacos\" were great - the salsa's fresh, and the staff were kind to us."
+    [as_read], [as_trained] = detector.predict([curly]), detector.predict([normalize_text(curly)])
+    assert as_read.machine_probability == pytest.approx(as_trained.machine_probability, abs=1e-6)
+    assert as_read.machine_probability == pytest.approx(detector.predict([straight])[0].machine_probability, abs=1e-6)
     short, foreign = detector.predict(["Great tacos.", "美味しいラーメンでした。" * 10])
     assert short.verdict == foreign.verdict == "cannot judge" and short.machine_probability is None
     assert "12 characters long" in short.reason and "does not know" in foreign.reason
