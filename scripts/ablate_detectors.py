@@ -13,7 +13,8 @@ Features, computed once with the frozen generator and cached in `--cache`: the m
 `charlstm detector train --frozen` ships), the mean state of every layer, and the generator's view of the text
 (log-likelihood, entropy, ranks, Fast-DetectGPT's curvature: `charlstm.detection.probe`). Methods, each a logistic
 regression: `ngram` (character 1-4-gram TF-IDF, scikit-learn), `likelihood` (the statistics and their squared
-distances from human texts'), `top` (mean top-layer state), `layers` (every layer's mean), `layers+lik.` (both).
+distances from human texts'), `top` (mean top-layer state), `layers` (every layer's mean), `layers+lik.` (both);
+and `ngram+top`, no further fit: the n-gram and top-layer margins, each standardised over the scored texts, averaged.
 
 Splits (`charlstm.detection.families`): leave-one-family-out (every text of a generator family is tested, none
 trained on; half of the human texts of the sets it appears in are tested beside them), leave-one-set-out (a whole
@@ -53,7 +54,7 @@ from charlstm.detection.probe import FrozenFeatures, LinearHead, frozen_features
 from charlstm.detection.settings import SamplingGrid
 from charlstm.generation.sampling import load_generator
 
-METHODS = ("ngram", "likelihood", "top", "layers", "layers+lik.")
+METHODS = ("ngram", "likelihood", "top", "layers", "layers+lik.", "ngram+top")
 OWN_GRID = SamplingGrid(temperatures=(0.6, 0.8, 1.0, 1.2), top_ks=(0, 20), top_ps=(1.0, 0.9), max_new_tokens=(600,))
 CURLY = "\u2018\u2019\u201c\u201d"
 
@@ -67,7 +68,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--own-count", type=int, default=400,
                         help="the generator's own samples, and as many of its held-out reviews (default: %(default)s)")
     parser.add_argument("--lengths", default="100,200,400", help="crop lengths (default: %(default)s)")
-    parser.add_argument("--l2", type=float, default=1e-3, help="L2 weight of the feature heads (default: %(default)s)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="of %(default)s")
+    parser.add_argument("--l2", type=float, default=1e-2, help="L2 weight of the feature heads (default: %(default)s)")
     parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples per AUC (default: %(default)s)")
     parser.add_argument("--min-test", type=int, default=30, help="fewest texts of each kind a row needs")
     parser.add_argument("--cache", default="runs/ablation-cache", help="samples and features (default: %(default)s)")
@@ -76,6 +78,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
     args.lengths = tuple(int(part) for part in args.lengths.split(","))
+    args.methods = tuple(args.methods.split(","))
+    if set(args.methods) - set(METHODS):
+        parser.error(f"--methods takes names from {', '.join(METHODS)}")
     return args
 
 
@@ -166,6 +171,16 @@ def scores_of(method: str, train: list[int], test: list[int], labels: np.ndarray
     return head.margins(columns[test])
 
 
+def score(method, kind, train, test, in_distribution, labels, features, counts, length, args) -> np.ndarray:
+    """`method`'s scores of the `test` texts; in distribution, one fit serves every set's rows."""
+    if kind != "in distribution":
+        return scores_of(method, train, test, labels, features, counts, length, args.l2)
+    if method not in in_distribution:
+        in_distribution[method] = scores_of(method, train, list(range(len(labels))), labels, features, counts,
+                                            length, args.l2)
+    return in_distribution[method][test]
+
+
 def figure(labels: list[int], scores, resamples: int) -> dict:
     scores = [float(score) for score in scores]
     low, high = auc_interval(labels, scores, resamples=resamples)
@@ -234,17 +249,20 @@ def main() -> int:
                 continue
             row = {"split": kind, "held_out": name, "length": length, "human": test_labels.count(0),
                    "machine": test_labels.count(1), "train": len(train)}
-            for method in METHODS:
-                if kind == "in distribution":
-                    if method not in in_distribution:
-                        in_distribution[method] = scores_of(method, train, list(range(len(rows))), labels, features,
-                                                            counts, length, args.l2)
-                    scores = in_distribution[method][test]
+            computed = {}
+            for method in args.methods:
+                if method == "ngram+top":
+                    # No fit: the two margins, each standardised over the scored texts (no labels), averaged.
+                    parts = [computed.get(part) if part in computed else
+                             score(part, kind, train, test, in_distribution, labels, features, counts, length, args)
+                             for part in ("ngram", "top")]
+                    scores = sum((part - part.mean()) / (part.std() + 1e-12) for part in parts) / 2
                 else:
-                    scores = scores_of(method, train, test, labels, features, counts, length, args.l2)
+                    scores = score(method, kind, train, test, in_distribution, labels, features, counts, length, args)
+                computed[method] = scores
                 row[method] = figure(test_labels, scores, args.resamples)
             results.append(row)
-            print_row(row)
+            print_row(row, args.methods)
     checks = shortcut_checks(rows, set(generator.tokenizer.get_vocab()))
     print_checks(checks)
     report = {
@@ -266,13 +284,13 @@ def main() -> int:
 HEADER_PRINTED = []
 
 
-def print_row(row: dict) -> None:
+def print_row(row: dict, methods: tuple[str, ...]) -> None:
     if not HEADER_PRINTED:
-        cells = " ".join(f"{method:>17}" for method in METHODS)
+        cells = " ".join(f"{method:>17}" for method in methods)
         print(f"{'split':<15} {'held out':<32} {'len':>4} {'hum.':>5} {'mach.':>5} {cells}")
         HEADER_PRINTED.append(True)
     cells = " ".join(f"{row[m]['roc_auc']:.3f} ({row[m]['roc_auc_95ci'][0]:.2f}-{row[m]['roc_auc_95ci'][1]:.2f})"
-                     for m in METHODS)
+                     for m in methods)
     name = row["held_out"].removesuffix(".jsonl")
     print(f"{row['split']:<15} {name[:32]:<32} {row['length']:>4} {row['human']:>5} {row['machine']:>5} {cells}",
           flush=True)

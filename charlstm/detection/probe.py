@@ -99,7 +99,7 @@ class LinearHead:
     bias: float
 
     @classmethod
-    def fit(cls, features: np.ndarray, labels: list[int], l2: float = 1e-3) -> "LinearHead":
+    def fit(cls, features: np.ndarray, labels: list[int], l2: float = 1e-2) -> "LinearHead":
         """A logistic regression on `features` (standardised for the fit, so `l2` weighs every column alike)."""
         mean, scale = features.mean(0), features.std(0) + 1e-6
         design = torch.from_numpy((features - mean) / scale).double()
@@ -143,7 +143,7 @@ def normalised(texts: list[str]) -> list[str]:
 
 
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
-                          lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-3, test_share: float = 0.3,
+                          lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = 0.3,
                           max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0) -> dict:
     """
     Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression on
