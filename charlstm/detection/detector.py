@@ -107,7 +107,7 @@ class Detector:
         read = normalize_text(text)
         if len(read) < self.decision.min_characters:
             return (f"it is {len(read)} characters long; the detector judges texts of at least "
-                    f"{self.decision.min_characters}, below which its measured error is too large")
+                    f"{self.decision.min_characters} characters (its config's min_characters)")
         unknown = sum(char not in self.vocabulary for char in read) / len(read)
         if unknown > self.decision.max_unknown_share:
             return (f"{unknown:.0%} of its characters are ones the detector does not know (it reads English-language "
