@@ -60,14 +60,6 @@ def percent(probability: float) -> str:
     return text
 
 
-def label_share(probability: float) -> float:
-    """
-    What the Label widget is given: it shows whole percents, rounded, so a probability short of certain is held
-    to 99% there (and one above 0 to 1%); the summary and the details give it exactly.
-    """
-    return probability if probability in (0.0, 1.0) else min(max(probability, 0.01), 0.99)
-
-
 def rejected(message: str) -> gr.Error:
     """The error a user sees for a request the app turns down; the server log gets one line for it, no traceback."""
     print(f"space/app.py: rejected a request: {message}", file=sys.stderr, flush=True)
@@ -192,16 +184,14 @@ class ReviewSpace:
             raise rejected(str(error)) from None
         detection = self.detector.detect(text)
         p_machine = None if detection is None else detection.machine_probability
-        label = None if p_machine is None else {"machine-written": label_share(p_machine),
-                                                "human-written": label_share(1.0 - p_machine)}
+        label = None if detection is None else detection.verdict  # the same words as `charlstm detect`
         if detection is None:
             detector_line = (f"The detector is not available ({self.detector.problem}); "
                              "the generator's view below still works.")
-        elif detection.uncertain:
-            detector_line = (f"Detector: **uncertain** ({percent(p_machine)} machine-written, where its measured "
-                             "calls are too often wrong to say which).")
+        elif p_machine is None:
+            detector_line = f"Detector: **{detection.verdict}**: {detection.reason}."
         else:
-            detector_line = f"Detector: **{percent(p_machine)}** machine-written."
+            detector_line = f"Detector: **{detection.verdict}** (probability machine-written: {percent(p_machine)})."
         if detection is not None:
             detector_line += f"\n\n_{self.detector.caveat()}_"
         summary = (
@@ -212,7 +202,8 @@ class ReviewSpace:
         details = {
             "p_machine": p_machine,
             "uncertain": None if detection is None else detection.uncertain,
-            "detector_available": p_machine is not None,
+            "verdict": None if detection is None else detection.verdict,
+            "detector_available": detection is not None,
             "bits_per_character": scores.bits_per_character,
             "top1_share": scores.top1_share,
             "characters": scores.characters,

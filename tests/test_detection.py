@@ -12,6 +12,7 @@ import shutil
 import datasets
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from charlstm.cli import main
@@ -20,6 +21,7 @@ from charlstm.detection.calibration import calibrated_probability
 from charlstm.detection.data import up_to_last_sentence_end
 from charlstm.detection.decision import record_decision
 from charlstm.detection.detector import Detector, evaluate
+from charlstm.detection.families import HUMAN_FAMILY, OWN_FAMILY, generator_family, held_out_split, text_groups
 from charlstm.detection.metrics import (
     auc_interval,
     best_threshold,
@@ -32,6 +34,7 @@ from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.errors import UsageError
 from charlstm.hub.model_card import render_model_card
+from charlstm.tokenization_charlstm import normalize_text
 from charlstm.training.data import load_reviews
 from charlstm.training.rundir import last_complete_checkpoint
 from tests.conftest import make_tiny_model
@@ -217,12 +220,15 @@ def test_over_long_text_is_judged_on_its_beginning(detector_dir):
 
 def test_detect_command_prints_json(detector_dir, tmp_path, capsys):
     reviews = tmp_path / "reviews.jsonl"
-    reviews.write_text(json.dumps({"text": "Great tacos."}) + "\n\n" + json.dumps({"text": "x" * 500}) + "\n")
+    review = "Great tacos, and the waiter was kind to us."
+    lines = [json.dumps({"text": text}) for text in (review, "x" * 500, "Great tacos.")]
+    reviews.write_text(lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n")
     assert main(["detect", "--file", str(reviews), "--detector", str(detector_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [row["truncated"] for row in out] == [False, True]
+    assert [row["truncated"] for row in out] == [False, True, False]
     assert out[0]["label"] == "human"  # a review, as the human half of the training data
-    expected = Detector(detector_dir).predict(["Great tacos.", "x" * 500])
+    assert out[2]["verdict"] == "cannot judge" and "12 characters long" in out[2]["reason"]
+    expected = Detector(detector_dir).predict([review, "x" * 500, "Great tacos."])
     assert [row["label"] for row in out] == [detection.label for detection in expected]
     assert [row["machine_probability"] for row in out] == pytest.approx(
         [detection.machine_probability for detection in expected], abs=1e-6
@@ -419,7 +425,7 @@ def test_calibration_data_leaves_out_the_detectors_human_reviews(calibration_dat
 def test_pipeline_loads_the_calibrated_detector_alone(calibrated_dir):
     # The calibration is folded into the head's weights, so the plain pipeline gives `charlstm detect`'s probability.
     classifier = pipeline("text-classification", model=str(calibrated_dir))
-    text = "The suop wsa lvoely."
+    text = "The suop wsa lvoely, and teh bread was fresh."
     scores = {row["label"]: row["score"] for row in classifier(text, top_k=None)}
     assert Detector(calibrated_dir).predict([text])[0].machine_probability == pytest.approx(scores["machine"], abs=1e-5)
 
@@ -603,18 +609,40 @@ def test_detect_says_what_the_detector_was_tested_on_and_where_it_is_unsure(dete
     tested_on = ({"name": "gpt-3 yelp (machine text by gpt-3)", "roc_auc": 0.61, "human": 10, "machine": 10},
                  {"name": "own samples", "roc_auc": 0.99, "human": 10, "machine": 10})
     record_decision(unsure, tested_on=tested_on, uncertain_band=(0.0, 1.0))
-    assert main(["detect", "--detector", str(unsure), "--json", "The tacos were great."]) == 0
+    review = "The tacos were great and the salsa was fresh."
+    assert main(["detect", "--detector", str(unsure), "--json", review]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)[0]["uncertain"] is True
     assert "gpt-3 yelp (machine text by gpt-3) AUC 0.61; own samples AUC 0.99" in captured.err
-    assert "says little on text like: gpt-3 yelp" in captured.err
-    assert main(["detect", "--detector", str(unsure), "The tacos were great."]) == 0
-    assert capsys.readouterr().out.startswith("uncertain, leaning human (probability machine-written: ")
-    assert main(["detect", "--detector", str(detector_dir), "--json", "The tacos were great."]) == 0
+    assert "Its verdict says little on: gpt-3 yelp" in captured.err
+    assert main(["detect", "--detector", str(unsure), review]) == 0
+    assert capsys.readouterr().out.startswith("uncertain, leaning human-written (probability machine-written: ")
+    assert main(["detect", "--detector", str(unsure), "Great tacos."]) == 0
+    assert capsys.readouterr().out.startswith("cannot judge: it is 12 characters long; the detector judges texts of "
+                                              "at least 40")
+    assert main(["detect", "--detector", str(detector_dir), "--json", review]) == 0
     captured = capsys.readouterr()
     detection = json.loads(captured.out)[0]  # no uncertain band: a plain verdict, and the right one
     assert detection["label"] == "human" and detection["uncertain"] is False
+    assert detection["verdict"] == "human-written"
     assert "records no test against labelled machine-written text" in captured.err
+
+
+def test_the_caveat_leads_with_what_it_catches_and_how_often_it_is_wrong(detector_dir, tmp_path):
+    described = tmp_path / "detector"
+    shutil.copytree(detector_dir, described)
+    tested_on = ({"name": "gambetti2023_yelp_gpt3_val.jsonl (machine text by gpt-3)", "roc_auc": 0.95,
+                  "false_positive_rate": 0.04, "recall": 0.7, "human": 10, "machine": 10},
+                 {"name": "machine text by Anthropic Claude", "kind": "family", "roc_auc": 0.9, "unseen_roc_auc": 0.8,
+                  "recall": 0.6, "human": 10, "machine": 10})
+    record_decision(described, tested_on=tested_on)
+    caveat = Detector(described).caveat()
+    assert caveat.startswith("On the kinds of text it was tested on, it caught 70% of the machine-written ones and "
+                             "wrongly called 4% of the real ones machine-written: a verdict is a reason to look "
+                             "closer, never proof.")
+    assert "Yelp reviews by GPT-3 AUC 0.95" in caveat and ".jsonl" not in caveat
+    assert "Trained without one family of generators and tested on it, as on a generator it never saw: AUC 0.80" in (
+        caveat)
 
 
 def test_human_count_adds_human_reviews_beside_the_generators(generator_dir, human_file, tmp_path, capsys):
@@ -633,3 +661,86 @@ def test_human_count_adds_human_reviews_beside_the_generators(generator_dir, hum
     assert test_labels.count(0) > test_labels.count(1) > 0  # the test split keeps the proportion, roughly
     assert build("1") == 2
     assert "--human-count must be at least 2" in capsys.readouterr().err
+
+
+def test_generator_names_map_to_their_families():
+    assert generator_family("gpt-4o:polish") == generator_family("gpt-3.5-turbo-0613+dipper-paraphrase")
+    assert generator_family("text-davinci-003") == generator_family("ada") == "OpenAI GPT-3"
+    assert generator_family("gpt-neox-20b") == generator_family("opt-2.7b") == generator_family("gpt2-xl")
+    assert generator_family("charlstm-yelp", frozenset({"charlstm-yelp"})) == OWN_FAMILY
+    assert generator_family("human") == HUMAN_FAMILY
+
+
+def test_leave_one_family_out_never_trains_on_the_family_it_tests():
+    # Three sets; set "b" holds rewrites (by two families) of its own human texts, with which they share runs of words.
+    rng = random.Random(0)
+    words = "soup bread lunch friends sunny table waiter library essay student value public city park".split()
+
+    def unique_text(n: int) -> str:
+        return f"text {n}: " + " ".join(rng.choice(words) for _ in range(16))
+
+    originals = [unique_text(n) for n in range(20)]
+    rows = [("a", "human", unique_text(100 + n)) for n in range(20)]
+    rows += [("a", "gpt-4o", unique_text(200 + n)) for n in range(20)]
+    rows += [("b", "human", text) for text in originals]
+    rows += [("b", "claude-3-opus", "In short, " + text) for text in originals[:10]]
+    rows += [("b", "gpt-3.5-turbo:paraphrase", text + ", truly.") for text in originals[10:]]
+    rows += [("c", "human", unique_text(300 + n)) for n in range(20)]
+    rows += [("c", "flan-t5-xxl", unique_text(400 + n)) for n in range(20)]
+    sources = [source for source, _, _ in rows]
+    labels = [int(generator != "human") for _, generator, _ in rows]
+    families = [generator_family(generator) for _, generator, _ in rows]
+    groups = text_groups([text for _, _, text in rows])
+    assert groups[40] == groups[60] and groups[50] == groups[70]  # a rewrite is grouped with its original
+    for family in set(families) - {HUMAN_FAMILY}:
+        train, test = held_out_split([f == family for f in families], groups, labels, sources)
+        assert not {families[i] for i in train} & {family}
+        assert {i for i, f in enumerate(families) if f == family} <= set(test)
+        assert {labels[i] for i in test} == {0, 1} and {families[i] for i in test if labels[i]} == {family}
+        assert not {groups[i] for i in train} & {groups[i] for i in test}  # no rewrite of a tested text trained on
+        assert not set(train) & set(test)
+
+
+def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generator_dir, human_file):
+    # Another generator's texts beside human ones, each its own (no long run of words shared with another, unlike
+    # llm_like_texts and review_like_texts, which the group split would keep together on one side).
+    rng = random.Random(8)
+    words = "Furthermore the establishment offers an exquisite culinary journey with impeccable service".split()
+    labelled = tmp_path / "other-generator.jsonl"
+    rows = [{"text": " ".join(rng.choice(words) for _ in range(rng.randint(18, 40))) + ".", "label": "machine",
+             "generator": "gpt-4o"} for _ in range(40)]
+    casual = "so we got the tacos lol and honestly the salsa was kinda mid but our server was sweet".split()
+    rows += [{"text": " ".join(rng.choice(casual) for _ in range(rng.randint(25, 40))) + "!", "label": "human"}
+             for _ in range(40)]
+    labelled.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    mixed_data_dir = tmp_path / "data"
+    assert main([
+        "detector", "build-data", str(mixed_data_dir), "--generator", str(generator_dir), "--human-data",
+        str(human_file), "--validation-fraction", "0.5", "--count", "30", "--max-new-tokens", "150",
+        "--min-chars", "100", "--temperatures", "0.5,1.0", "--batch-size", "8", "--labelled", str(labelled),
+    ]) == 0
+    path = tmp_path / "frozen"
+    assert main(["detector", "train", str(mixed_data_dir), str(path), "--generator", str(generator_dir),
+                 "--frozen", "--max-chars", "120"]) == 0
+    generator = load_file(generator_dir / "model.safetensors")
+    detector_weights = load_file(path / "model.safetensors")
+    for name, tensor in generator.items():  # the LSTM is the generator's, untouched
+        if name.startswith("model."):
+            assert torch.equal(detector_weights[name], tensor), name
+    detector = Detector(path)
+    assert detector.pipeline.tokenizer.normalize_text is True and detector.decision.min_characters == 100
+    assert {row["kind"] for row in detector.tested_on} == {"set", "family"}
+    data = datasets.load_from_disk(str(mixed_data_dir))
+    everything = datasets.concatenate_datasets([data["train"], data["test"]])
+    for source in set(everything["source"]):
+        figures = evaluate(detector, everything.filter(lambda row, source=source: row["source"] == source))
+        assert figures["roc_auc"] >= 0.8, (source, figures)
+    # Normalised the same way in training (features of normalize_text's output) and at inference (its tokenizer).
+    curly = "\u201cThe tacos\u201d were great \u2014 the salsa\u2019s fresh,\n\nand the staff  were kind to us."
+    straight = "\"The tacos\" were great - the salsa's fresh, and the staff were kind to us."
+    [as_read], [as_trained] = detector.predict([curly]), detector.predict([normalize_text(curly)])
+    assert as_read.machine_probability == pytest.approx(as_trained.machine_probability, abs=1e-6)
+    assert as_read.machine_probability == pytest.approx(detector.predict([straight])[0].machine_probability, abs=1e-6)
+    short, foreign = detector.predict(["Great tacos.", "美味しいラーメンでした。" * 10])
+    assert short.verdict == foreign.verdict == "cannot judge" and short.machine_probability is None
+    assert "12 characters long" in short.reason and "does not know" in foreign.reason

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from charlstm import CharLSTMTokenizer, star_token
-from charlstm.tokenization_charlstm import SPECIAL_TOKENS
+from charlstm.tokenization_charlstm import SPECIAL_TOKENS, normalize_text
 from tests.conftest import TINY_CHARACTERS, TINY_CORPUS
 
 
@@ -105,3 +105,18 @@ def test_a_vocab_file_with_shifted_special_tokens_is_refused(tmp_path, tiny_toke
 def test_empty_corpus_is_refused():
     with pytest.raises(ValueError, match="empty corpus"):
         CharLSTMTokenizer.from_corpus(["", ""])
+
+
+def test_a_normalising_tokenizer_reads_typography_and_layout_alike_after_saving(tmp_path, tiny_tokenizer):
+    # A detector's tokenizer (normalize_text=True) must not tell texts apart by their quote, dash or whitespace
+    # characters, wherever it is loaded; a generator's tokenizer keeps every character as it is.
+    detector_tokenizer = CharLSTMTokenizer(characters=tiny_tokenizer.characters(), normalize_text=True)
+    detector_tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded.normalize_text is True
+    curly = "\u201cGreat\u201d tacos \u2014 it\u2019s  worth\u00a0it\u2026\n\nParking:\t hard. "
+    straight = "\"Great\" tacos - it's worth it... Parking: hard."
+    assert reloaded(curly)["input_ids"] == reloaded(straight)["input_ids"] == detector_tokenizer(curly)["input_ids"]
+    assert normalize_text(curly) == straight
+    assert tiny_tokenizer(curly)["input_ids"] != tiny_tokenizer(straight)["input_ids"]
+    assert tiny_tokenizer.normalize_text is False

@@ -37,7 +37,7 @@ def calibrate_detector(detector_dir: str, data: Dataset, output_dir: str, batch_
     model = AutoModelForSequenceClassification.from_pretrained(detector_dir, dtype=torch.float32)
     before = DetectorDecision.of(model.config, detector_dir)
     margins = _margins(model, tokenizer, list(data["text"]), batch_size)
-    scale, bias = _fit_logistic(margins, labels).tolist()
+    scale, bias = fit_logistic(margins, labels).tolist()
     errors = _out_of_fold_errors(margins, labels)
     with torch.no_grad():
         model.score.weight.mul_(scale)
@@ -88,15 +88,16 @@ def _out_of_fold_errors(inputs: torch.Tensor, labels: torch.Tensor) -> dict:
     for fitted, scored in (halves, halves[::-1]):
         if len(set(labels[fitted].tolist())) < 2:
             return {}  # too few texts of one kind to fit on half of them
-        weights = _fit_logistic(inputs[fitted], labels[fitted])
+        weights = fit_logistic(inputs[fitted], labels[fitted])
         calibrated[scored] = torch.sigmoid(inputs[scored] @ weights[:-1] + weights[-1])
     before = torch.sigmoid(inputs[:, 0])
     return {name: expected_calibration_error(labels.tolist(), probabilities.tolist())
             for name, probabilities in (("calibration_error_before", before), ("calibration_error_after", calibrated))}
 
 
-def _fit_logistic(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Weights per input column, then the bias, of a logistic regression (lightly L2-regularised, for stability)."""
+def fit_logistic(inputs: torch.Tensor, labels: torch.Tensor, l2: float = 1e-4) -> torch.Tensor:
+    """Weights per input column, then the bias, of a logistic regression (L2-regularised by `l2`: lightly by default,
+    for stability)."""
     weights = torch.zeros(inputs.shape[1] + 1, dtype=torch.float64, requires_grad=True)
     design = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=torch.float64)], dim=1)
     optimizer = torch.optim.LBFGS([weights], max_iter=500, line_search_fn="strong_wolfe")
@@ -104,7 +105,7 @@ def _fit_logistic(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     def loss():
         optimizer.zero_grad()
         value = torch.nn.functional.binary_cross_entropy_with_logits(design @ weights, labels)
-        value = value + 1e-4 * weights[:-1].pow(2).sum()
+        value = value + l2 * weights[:-1].pow(2).sum()
         value.backward()
         return value
 

@@ -16,6 +16,11 @@ from .metrics import threshold_for_false_positive_rate
 DEFAULT_THRESHOLD = 0.5  # machine when P(machine) >= 0.5, until a calibration chooses one: the classes were balanced
 # Where fewer than this share of the calls of a side were right, P(machine) is reported as uncertain.
 BAND_PRECISION = 0.9
+# Below these a detector gives no probability at all ("cannot judge"), unless its config says otherwise: the shortest
+# crop the detector's default training shows it (DetectorTraining.min_chars), and a text of which more than a fifth is
+# characters the detector has no token for (it reads them all as one `<unk>`, which says nothing about who wrote them).
+DEFAULT_MIN_CHARACTERS = 40
+DEFAULT_MAX_UNKNOWN_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,9 @@ class DetectorDecision:
     calls were too often wrong to state. threshold_false_positive_rate: the share of each source's human texts the
     threshold was chosen to call machine at most. calibration: what P(machine) was calibrated on (`machine_share`,
     the scale and bias of the margin, the calibration error before and after). tested_on: one row per source of
-    held-out texts: name, roc_auc, unseen_roc_auc (trained without that source), false_positive_rate, counts.
+    held-out texts: name, roc_auc, unseen_roc_auc (trained without that source), false_positive_rate, recall, counts.
+    min_characters, max_unknown_share: text shorter than this (after normalisation), or with a larger share of
+    characters outside the vocabulary, gets "cannot judge" instead of a probability.
     """
 
     threshold: float = DEFAULT_THRESHOLD
@@ -33,6 +40,8 @@ class DetectorDecision:
     threshold_false_positive_rate: float | None = None
     calibration: dict | None = None
     tested_on: tuple[dict, ...] = field(default_factory=tuple)
+    min_characters: int = DEFAULT_MIN_CHARACTERS
+    max_unknown_share: float = DEFAULT_MAX_UNKNOWN_SHARE
 
     @classmethod
     def of(cls, config, source: str = "the detector") -> "DetectorDecision":
@@ -67,11 +76,16 @@ class DetectorDecision:
             isinstance(self.calibration, dict) and _is_probability(self.calibration.get("machine_share", 0.0))
         ):
             raise UsageError(f"{where} calibration {self.calibration!r}: expected an object with a machine_share")
+        if not (isinstance(self.min_characters, int) and not isinstance(self.min_characters, bool)
+                and self.min_characters >= 1):
+            raise UsageError(f"{where} min_characters {self.min_characters!r}: expected a whole number of at least 1")
+        if not _is_probability(self.max_unknown_share):
+            raise UsageError(f"{where} max_unknown_share {self.max_unknown_share!r}: expected a probability")
         rows = tuple(self.tested_on or ())
         for row in rows:
             if not (isinstance(row, dict) and isinstance(row.get("name"), str) and _is_probability(row.get("roc_auc"))
                     and all(row.get(key) is None or _is_probability(row[key])
-                            for key in ("unseen_roc_auc", "false_positive_rate"))):
+                            for key in ("unseen_roc_auc", "false_positive_rate", "recall"))):
                 raise UsageError(f"{where} tested_on row {row!r}: expected a name and an roc_auc (and optionally "
                                  "unseen_roc_auc and false_positive_rate) between 0 and 1")
         return replace(self, uncertain_band=band, tested_on=rows)
@@ -113,7 +127,7 @@ def choose_decision(labels: list[int], scores: list[float], sources: list[str], 
     `max_false_positive_rate`, and the band around it where the calls were too often wrong.
     """
     human_scores = {source: [score for score, label, of in zip(scores, labels, sources) if of == source and not label]
-                    for source in sorted(set(sources))}
+                    for source in sorted({of for of, label in zip(sources, labels) if not label})}
     threshold = threshold_for_false_positive_rate(human_scores, max_false_positive_rate)
     return threshold, uncertain_band(labels, scores, threshold)
 

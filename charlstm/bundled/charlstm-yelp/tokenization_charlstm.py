@@ -5,6 +5,8 @@ This file travels to the Hub next to the weights, so it imports nothing from the
 
 import json
 import os
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
@@ -16,6 +18,27 @@ PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 STAR_TOKENS = tuple(f"<{stars}star>" for stars in range(1, 6))
 # The order fixes the ids: pad=0, bos=1, eos=2, unk=3, <1star>..<5star> = 4..8, then the characters.
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, *STAR_TOKENS)
+
+
+# What a detector should not read as writing style: typography and layout that differ between collections of text
+# rather than between writers (curly or straight quotes, dash characters, line breaks, runs of spaces).
+_TYPOGRAPHY = str.maketrans({
+    **dict.fromkeys("\u2018\u2019\u201a\u201b\u2032\u00b4\u0060", "'"),
+    **dict.fromkeys("\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb", '"'),
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212", "-"),
+    **dict.fromkeys("\u200b\u200c\u200d\u2060\ufeff\u00ad"),  # invisible characters are dropped
+})
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """
+    The text with what is not writing style made uniform: Unicode compatibility forms (NFKC: non-breaking spaces,
+    the ellipsis character, full-width letters), one quote, apostrophe and dash character each, no invisible
+    characters, and every run of whitespace (line breaks included) one space, none at either end.
+    """
+    text = unicodedata.normalize("NFKC", text).translate(_TYPOGRAPHY)
+    return _WHITESPACE.sub(" ", text).strip()
 
 
 def star_token(stars: int) -> str:
@@ -31,7 +54,10 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
     characters are in the vocabulary; other characters become `<unk>`. A star token written into the text
     (`"<5star>Great tacos"`) is read as that token, which is how a plain text prompt asks for a rating.
 
-    Encoding adds `<bos>` in front (`add_bos=True`), as every training review starts with it.
+    Encoding adds `<bos>` in front (`add_bos=True`), as every training review starts with it. With
+    `normalize_text=True` (a detector's tokenizer; saved in tokenizer_config.json) text passes through
+    `normalize_text` before it is split, so quotes, dashes and whitespace read the same in training and wherever the
+    tokenizer is loaded.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -44,6 +70,7 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
         add_bos: bool = True,
         model_max_length: int = 4096,
         padding_side: str = "left",
+        normalize_text: bool = False,
         **kwargs,
     ):
         if (vocab_file is None) == (characters is None):
@@ -55,6 +82,7 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
         _check_max_length(model_max_length)
         self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
         self.add_bos = add_bos
+        self.normalize_text = normalize_text
         # Fixed by the vocabulary layout and by add_bos; the copies a saved tokenizer_config.json holds are ignored.
         for key in (
             "pad_token", "bos_token", "eos_token", "unk_token", "extra_special_tokens",
@@ -68,6 +96,7 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
             unk_token=UNK,
             extra_special_tokens=list(STAR_TOKENS),
             add_bos=add_bos,
+            normalize_text=normalize_text,
             model_max_length=model_max_length,
             padding_side=padding_side,
             clean_up_tokenization_spaces=False,
@@ -111,6 +140,9 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
 
     def get_vocab(self) -> dict[str, int]:
         return dict(self.vocab)
+
+    def prepare_for_tokenization(self, text: str, is_split_into_words: bool = False, **kwargs):
+        return (normalize_text(text) if self.normalize_text else text), kwargs
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return list(text)

@@ -1,0 +1,238 @@
+"""A detector that leaves the generator as it is: its states, read once per text, and a linear head on their mean.
+
+The generator's LSTM is frozen; each text goes through it once, and what it gives is kept: the mean of the top
+layer's states (what `CharLSTMForSequenceClassification` with `classifier_pooling="mean"` reads), the mean of every
+layer's states, and the generator's view of the text (how likely it found each character, its entropy and ranks,
+Fast-DetectGPT's analytic curvature). A logistic regression on such features trains in seconds, so many variants
+can be measured (`scripts/ablate_detectors.py`); the one on the top layer's mean is exactly a detector whose LSTM is
+the generator's and whose `score` layer is the regression, so it is saved as an ordinary detector
+(`build_frozen_detector`).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..tokenization_charlstm import normalize_text
+from .calibration import fit_logistic
+from .settings import LABELS, MACHINE
+
+LIKELIHOOD_STATISTICS = ("log_prob_mean", "log_prob_std", "entropy_mean", "entropy_std", "top1_share",
+                         "top3_share", "top10_share", "curvature")
+
+
+@dataclass
+class FrozenFeatures:
+    """Per crop length, one row per text (NaN where the text is shorter than the length): `top` the mean top-layer
+    state [texts, hidden], `layers` the mean state of the embedding and every layer side by side, `likelihood` the
+    LIKELIHOOD_STATISTICS of the text's first `length` characters."""
+
+    top: dict[int, np.ndarray]
+    layers: dict[int, np.ndarray]
+    likelihood: dict[int, np.ndarray]
+
+
+@torch.no_grad()
+def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...] = (100, 200, 400),
+                    batch_size: int = 32) -> FrozenFeatures:
+    """
+    One pass of the causal LM `model` over each text's first max(`lengths`) characters, as given (normalise them
+    first); a left-to-right model's states over a text's first k characters are those of its k-character crop, so
+    every length comes from the same pass. The means run over `<bos>` and the characters, as the detector's do.
+    """
+    model.eval()
+    longest = max(lengths)
+    crops = [text[:longest] for text in texts]
+    count, hidden_size = len(crops), model.config.hidden_sizes[-1]
+    layers_size = model.config.embedding_dim + sum(model.config.hidden_sizes)
+    top = {k: np.full((count, hidden_size), np.nan, dtype=np.float32) for k in lengths}
+    layers = {k: np.full((count, layers_size), np.nan, dtype=np.float32) for k in lengths}
+    likelihood = {k: np.full((count, len(LIKELIHOOD_STATISTICS)), np.nan) for k in lengths}
+    order = sorted(range(count), key=lambda index: len(crops[index]))
+    for start in range(0, count, batch_size):
+        chunk = order[start : start + batch_size]
+        rows = [[tokenizer.bos_token_id] + tokenizer.convert_tokens_to_ids(list(crops[i])) for i in chunk]
+        batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
+        last, _, states = model.model.run_layers(batch["input_ids"], batch["attention_mask"], None, False, None, True)
+        every = torch.cat(states, dim=-1)  # [batch, positions, embedding_dim + sum(hidden_sizes)]
+        per_position = _per_position(model.lm_head(last).float(), batch["input_ids"])
+        width = batch["input_ids"].shape[1]
+        for row, index in enumerate(chunk):
+            begin = width - len(rows[row])  # the <bos> position
+            for k in lengths:
+                if len(crops[index]) < k:
+                    continue
+                top[k][index] = last[row, begin : begin + k + 1].mean(0).numpy()
+                layers[k][index] = every[row, begin : begin + k + 1].mean(0).numpy()
+                likelihood[k][index] = _statistics([column[row, begin : begin + k] for column in per_position])
+    return FrozenFeatures(top, layers, likelihood)
+
+
+def _per_position(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For the token at every position after the first: its log-probability, the entropy there, the variance of the
+    log-probability of the model's own sample there, and its rank. [batch, positions - 1] each."""
+    predicting, targets = logits[:, :-1], input_ids[:, 1:].unsqueeze(-1)
+    log_probs_all = torch.log_softmax(predicting, dim=-1)
+    log_prob = log_probs_all.gather(-1, targets).squeeze(-1)
+    probs = log_probs_all.exp()
+    expected = (probs * log_probs_all).sum(-1)
+    variance = (probs * log_probs_all.square()).sum(-1) - expected.square()
+    rank = (predicting > predicting.gather(-1, targets)).sum(-1) + 1
+    return log_prob.double(), -expected.double(), variance.double(), rank
+
+
+def _statistics(columns: list[torch.Tensor]) -> list[float]:
+    log_prob, entropy, variance, rank = columns
+    curvature = (log_prob.sum() + entropy.sum()) / variance.sum().clamp(min=1e-12).sqrt()
+    return [log_prob.mean().item(), log_prob.std().item(), entropy.mean().item(), entropy.std().item(),
+            (rank <= 1).double().mean().item(), (rank <= 3).double().mean().item(),
+            (rank <= 10).double().mean().item(), curvature.item()]
+
+
+@dataclass
+class LinearHead:
+    """P(machine) = sigmoid(features @ weights + bias), fitted on standardised features and folded back."""
+
+    weights: np.ndarray
+    bias: float
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: list[int], l2: float = 1e-2) -> "LinearHead":
+        """A logistic regression on `features` (standardised for the fit, so `l2` weighs every column alike)."""
+        mean, scale = features.mean(0), features.std(0) + 1e-6
+        design = torch.from_numpy((features - mean) / scale).double()
+        fitted = fit_logistic(design, torch.tensor(labels, dtype=torch.float64), l2=l2).numpy()
+        weights = fitted[:-1] / scale
+        return cls(weights, float(fitted[-1] - weights @ mean))
+
+    def margins(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weights + self.bias
+
+
+def quadratic(statistics: np.ndarray, human_rows: np.ndarray) -> np.ndarray:
+    """The statistics and their squared distances from the human texts' medians, in units of their spread:
+    sampling moves a text's likelihood both ways from real text's, which a linear head reads only so."""
+    center = np.median(statistics[human_rows], axis=0)
+    spread = statistics[human_rows].std(0) + 1e-6
+    return np.concatenate([statistics, ((statistics - center) / spread) ** 2], axis=1)
+
+
+def frozen_detector_model(generator_dir: str, head: LinearHead):
+    """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head`."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        generator_dir, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        label2id={label: index for index, label in enumerate(LABELS)}, classifier_pooling="mean",
+        dtype=torch.float32,
+    )
+    with torch.no_grad():
+        model.score.weight.zero_()
+        model.score.bias.zero_()
+        # Only the difference of the two logits counts: the machine row carries the whole margin.
+        model.score.weight[MACHINE] = torch.from_numpy(head.weights).float()
+        model.score.bias[MACHINE] = head.bias
+    return model.eval()
+
+
+def normalised(texts: list[str]) -> list[str]:
+    """What a detector's tokenizer reads of each text (`normalize_text`)."""
+    return [normalize_text(text) for text in texts]
+
+
+def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
+                          lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = 0.3,
+                          max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0) -> dict:
+    """
+    Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression on
+    the mean top-layer state, fitted on crops of every length in `lengths` of a `1 - test_share` part of `rows`
+    (dicts with text, label 0/1, source, generator; split by `text_groups`, so no rewrite of a tested text is
+    trained on). Its tokenizer normalises (`normalize_text`) and reads at most max(`lengths`) characters. On the
+    tested part, read by the saved detector as `charlstm detect` reads it: the threshold at which at most
+    `max_false_positive_rate` of each source's human texts are called machine, the uncertain band, and per source
+    and per generator family the AUC, the AUC of a head fitted without it (a generator it never saw) and the share of
+    machine texts caught, all recorded in its config (`record_decision`). Returns what it measured.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .decision import choose_decision, record_decision
+    from .detector import Detector
+    from .families import (
+        HUMAN_FAMILY,
+        OWN_FAMILY,
+        describe_set,
+        generator_family,
+        group_split,
+        held_out_split,
+        text_groups,
+    )
+    from .metrics import roc_auc, threshold_metrics
+
+    generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(generator_dir)
+    texts = normalised([row["text"] for row in rows])
+    labels = np.array([int(row["label"]) for row in rows])
+    sources = [row["source"] for row in rows]
+    own = frozenset(row["generator"] for row in rows if row["source"] == Path(generator_dir).name and row["label"])
+    families = [HUMAN_FAMILY if not label else generator_family(row["generator"], own)
+                for row, label in zip(rows, labels)]
+    groups = text_groups(texts, [row.get("pair_id") for row in rows])
+    train, test = group_split(groups, test_share, seed)
+    features = frozen_features(generator, tokenizer, texts, lengths, batch_size).top
+
+    def fit(indices: list[int]) -> LinearHead:
+        stacked = [(features[k][i], labels[i]) for k in lengths for i in indices if not np.isnan(features[k][i, 0])]
+        return LinearHead.fit(np.stack([row for row, _ in stacked]), [int(label) for _, label in stacked], l2=l2)
+
+    head = fit(train)
+    frozen_detector_model(generator_dir, head).save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(generator_dir, normalize_text=True,
+                                  model_max_length=max(lengths) + 1).save_pretrained(output_dir)
+    detector = Detector(output_dir)
+    detections = detector.predict([rows[i]["text"] for i in test], batch_size=batch_size)
+    judged = [(i, detection.machine_probability) for i, detection in zip(test, detections)
+              if detection.machine_probability is not None]
+    scored = dict(judged)
+    tested = [i for i, _ in judged]
+    threshold, band = choose_decision([int(labels[i]) for i in tested], [scored[i] for i in tested],
+                                      [sources[i] for i in tested], max_false_positive_rate)
+
+    def unseen_auc(held_out: list[bool]) -> float | None:
+        """A head fitted without these texts (and their groups), on them and human texts of the same sets."""
+        fitted_without, on = held_out_split(held_out, groups, labels.tolist(), sources, seed=seed)
+        longest = max(lengths)
+        on = [i for i in on if not np.isnan(features[longest][i, 0])]
+        if len(set(labels[on].tolist())) < 2:
+            return None
+        return roc_auc(labels[on].tolist(), fit(fitted_without).margins(features[longest][on]).tolist())
+
+    def row_for(name: str, kind: str, members: list[int], held_out: list[bool]) -> dict | None:
+        member_labels = [int(labels[i]) for i in members]
+        if len(set(member_labels)) < 2:
+            return None
+        scores = [scored[i] for i in members]
+        figures = threshold_metrics(member_labels, scores, threshold)
+        return {"name": name, "kind": kind, "roc_auc": roc_auc(member_labels, scores),
+                "unseen_roc_auc": unseen_auc(held_out),
+                "false_positive_rate": figures["false_positive_rate"], "recall": figures["recall"],
+                "human": member_labels.count(0), "machine": member_labels.count(1)}
+
+    tested_on = []
+    for source in sorted(set(sources)):
+        name = "Yelp reviews by our own generator" if source == Path(generator_dir).name else describe_set(source)
+        row = row_for(name, "set", [i for i in tested if sources[i] == source], [of == source for of in sources])
+        tested_on += [row] if row else []
+    by_family = []
+    for family in sorted(set(families) - {HUMAN_FAMILY}):
+        family_sources = {sources[i] for i in tested if families[i] == family}
+        members = [i for i in tested if families[i] == family or (labels[i] == 0 and sources[i] in family_sources)]
+        row = row_for(f"machine text by {family if family != OWN_FAMILY else 'our own generator'}", "family", members,
+                      [of == family for of in families])
+        by_family += [row] if row else []
+    record_decision(output_dir, threshold=threshold, uncertain_band=band, tested_on=tuple(tested_on + by_family),
+                    threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths))
+    return {"generator": str(generator_dir), "texts": len(rows), "train_texts": len(train), "test_texts": len(test),
+            "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "threshold": threshold,
+            "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}

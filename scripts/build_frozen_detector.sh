@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The recipe of a frozen-generator detector (`charlstm detector train --frozen`, issue 29): the generator's LSTM as
+# it is, and a logistic-regression head on its mean top-layer state, which scripts/ablate_detectors.py measured
+# against the character n-gram baseline with whole generator families and whole labelled sets held out.
+# 1. the data: the generator's held-out Yelp reviews and its own samples (temperatures 0.6-1.2, top-k 0/20, top-p
+#    1.0/0.9, length caps 300/600/1000), and every row of the eight labelled sets in LABELLED_DIR (see its README)
+#    except human ones the generator trained on, texts of 100+ characters;
+# 2. the detector: at most PER_SIDE human and PER_SIDE machine texts per set (machine ones shared equally between its
+#    generators, in the domain shares of its human texts), normalised as its tokenizer reads them, 70% of the
+#    rewrite-linked groups to fit on and 30% to measure on; one pass of the generator per text, the head fitted on
+#    crops of 100, 200 and 400 characters; threshold (at most 5% of each set's human texts called machine), uncertain
+#    band and per-set and per-family figures (with a head fitted without each) go into its config.json;
+# 3. its model card.
+# It does not replace the bundled detector: copy OUT_DIR there once it is the one to ship.
+#
+#   scripts/build_frozen_detector.sh [OUT_DIR] [LABELLED_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-runs/detector-frozen}
+LABELLED_DIR=${2:-../shared/data/detection}
+GENERATOR=charlstm/bundled/charlstm-yelp
+DATA_DIR=runs/detector-data-all
+PER_SIDE=400
+
+labelled=()
+for source in "$LABELLED_DIR"/*.jsonl; do
+    labelled+=(--labelled "$source")
+done
+[ -d "$DATA_DIR" ] || charlstm detector build-data "$DATA_DIR" --generator "$GENERATOR" \
+    --count "$PER_SIDE" --temperatures 0.6,0.8,1.0,1.2 --min-chars 100 --batch-size 32 --seed 0 "${labelled[@]}"
+rm -rf "$OUT_DIR"
+charlstm detector train "$DATA_DIR" "$OUT_DIR" --generator "$GENERATOR" --frozen --per-side "$PER_SIDE" --seed 0
+charlstm model-card "$OUT_DIR" --write
