@@ -40,7 +40,8 @@ RANK_COLOURS = {"top1": "#4caf50", "top3": "#ffeb3b", "top10": "#ff9800", "beyon
 # the spans are hidden: font-size 0 around the spans, and inline-flex (which drops them) inside.
 RANKS_CSS = """
 #ranks .textfield { display: block; font-size: 0; line-height: 1.9; }
-#ranks .textfield .token { display: inline-flex; font-size: var(--text-lg); margin: 0; padding: 0; border-radius: 0; }
+#ranks .textfield .token { display: inline; font-size: var(--text-lg); margin: 0; padding: 0; border-radius: 0; }
+#ranks .textfield .token .text { display: inline; white-space: pre-wrap; }
 """
 EXAMPLES = [
     ["The tacos here are", 5],

@@ -376,3 +376,20 @@ def test_generate_json_gives_each_review_with_what_reproduces_it(star_model_dir,
     assert len(rows) == 2 and all(row["text"].startswith("The tacos") and row["stars"] == 4 for row in rows)
     assert {row["seed"] for row in rows} == {5}
     assert run_charlstm(argv, tmp_path).stdout == result.stdout  # the same seed, the same reviews
+
+
+def test_detect_reads_a_file_of_one_review_per_line_and_says_which_line_each_verdict_is(models, tmp_path):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("Great tacos and a friendly waiter, we will come back.\n\n"
+                       "Cold fries, slow service, never again.\n")
+    argv = ["detect", "--file", str(reviews), "--lines", "--detector", str(models["detector"])]
+    result = run_charlstm([*argv, "--json", "--quiet"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(row["line"], row["text"]) for row in rows] == [
+        (1, "Great tacos and a friendly waiter, we will come back."), (3, "Cold fries, slow service, never again.")]
+    assert "tested" not in result.stderr  # --quiet: no note on what the detector was tested on
+    plain = run_charlstm(argv, tmp_path)
+    assert [line.split(":")[0] for line in plain.stdout.splitlines()] == ["line 1", "line 3"]
+    assert "note:" in plain.stderr
+    assert_one_line_error(run_charlstm(["detect", "some text", "--lines"], tmp_path), "--lines goes with --file")

@@ -312,6 +312,25 @@ def test_browser_generates_streamed_text_and_scores_it(page, tmp_path, star_mode
 
 
 @pytest.mark.slow
+def test_browser_score_strip_breaks_lines_between_words_only(page):
+    # The strip colours runs of characters; a line must never break inside a word ("dr|inks"), only at its spaces.
+    review = " ".join(["The fresh drinks and crispy tacos were wonderful, friendly staff too."] * 12)
+    page.get_by_role("tab", name="Score").click()
+    page.locator("#score-text textarea").fill(review)
+    page.get_by_role("button", name="Score").click()
+    page.get_by_text("bits per character").wait_for(timeout=30_000)
+    spans = page.locator("#ranks .token.highlighted")
+    boxes = spans.evaluate_all(
+        "nodes => nodes.map(node => { const rects = node.getClientRects();"
+        " return [node.innerText, rects[0].top, rects[rects.length - 1].top]; })")
+    tops = {round(first) for _, first, _ in boxes}
+    assert len(tops) > 3  # the review runs over several lines
+    for (text, _, last_top), (following, first_top, _) in zip(boxes, boxes[1:]):
+        if text and following and not text[-1].isspace() and not following[0].isspace():  # one word across two runs
+            assert round(last_top) == round(first_top), f"a line breaks inside a word: {text!r}|{following!r}"
+
+
+@pytest.mark.slow
 def test_browser_stop_button_ends_generation_early(page):
     page.locator("#prompt textarea").fill("Stop me")
     page.get_by_label("number input for Max new characters").fill("1000")

@@ -22,9 +22,13 @@ def add_commands(subparsers) -> None:
     )
     given = detect.add_mutually_exclusive_group(required=True)
     given.add_argument("text", nargs="?", help="the review to judge")
-    given.add_argument("--file", help="a .jsonl file with one {'text': ...} per line, or any other file as one review")
+    given.add_argument("--file", help="a .jsonl file with one {'text': ...} per line, or any other file as one review "
+                       "(with --lines: one review per line)")
+    detect.add_argument("--lines", action="store_true", help="with --file: each non-blank line is a review")
     detect.add_argument("--detector", help="saved detector directory or Hub id (default: the bundled detector)")
-    detect.add_argument("--json", action="store_true", help="print a JSON list, one object per review")
+    detect.add_argument("--json", action="store_true",
+                        help="print a JSON list, one object per review: its line in --file, its text and the verdict")
+    detect.add_argument("--quiet", action="store_true", help="leave out the note on what the detector was tested on")
     detect.set_defaults(func=run_detect)
 
     detector = subparsers.add_parser("detector", help="build data for and train a detector")
@@ -154,10 +158,15 @@ def _ints(value: str) -> tuple[int, ...]:
     return tuple(int(part) for part in value.split(","))
 
 
-def read_reviews(args) -> list[str]:
-    """The review given on the command line, or those of --file: one per line of a .jsonl, else the whole file."""
+def read_reviews(args) -> list[tuple[int | None, str]]:
+    """
+    (line number, review) for the review given on the command line (no line), or those of --file: one per line of a
+    .jsonl or, with --lines, of any file; else the whole file as one review (line 1).
+    """
     if args.file is None:
-        return [args.text]
+        if args.lines:
+            raise UsageError("--lines goes with --file: it says how to read the file")
+        return [(None, args.text)]
     if os.path.isdir(args.file):
         raise UsageError(f"--file {args.file} is a directory: give a .jsonl file or a text file")
     if not os.path.isfile(args.file):
@@ -168,13 +177,16 @@ def read_reviews(args) -> list[str]:
         raise UsageError(f"{args.file} is not UTF-8 text") from None
     except OSError as error:
         raise MissingFileError(f"cannot read {args.file}: {error.strerror}") from None
-    if not args.file.endswith(".jsonl"):
-        return [text]
+    if not args.file.endswith(".jsonl") and not args.lines:
+        return [(1, text)]
     reviews, blank = [], 0
     # "\n" only: a review may hold other line separators (U+2028) that splitlines() would cut at.
     for line_number, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
         if not line.strip():
             blank += 1
+            continue
+        if args.lines and not args.file.endswith(".jsonl"):
+            reviews.append((line_number, line))
             continue
         try:
             review = json.loads(line)["text"]
@@ -182,7 +194,7 @@ def read_reviews(args) -> list[str]:
             raise UsageError(f"{args.file}, line {line_number}: expected a JSON object with a 'text' field") from None
         if not isinstance(review, str):
             raise UsageError(f"{args.file}, line {line_number}: 'text' is {json.dumps(review)}, not a string")
-        reviews.append(review)
+        reviews.append((line_number, review))
     if not reviews:
         raise UsageError(f"{args.file} has no reviews")
     if blank:
@@ -193,15 +205,19 @@ def read_reviews(args) -> list[str]:
 def run_detect(args) -> int:
     from ..detection.detector import Detector, check_texts
 
-    texts = check_texts(read_reviews(args))  # before the detector loads: bad input fails at once
+    lines, texts = zip(*read_reviews(args))
+    texts = check_texts(texts)  # before the detector loads: bad input fails at once
     detector = Detector(args.detector)
     detections = detector.predict(texts)
-    print(f"charlstm detect: note: {detector.caveat()}", file=sys.stderr)
+    if not args.quiet:
+        print(f"charlstm detect: note: {detector.caveat()}", file=sys.stderr)
     if args.json:
-        print(json.dumps([asdict(detection) for detection in detections], indent=2))
+        rows = [{"line": line, "text": text, **asdict(detection)}
+                for line, text, detection in zip(lines, texts, detections)]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
-    for index, detection in enumerate(detections, start=1):
-        prefix = f"review {index}: " if len(detections) > 1 else ""
+    for line, detection in zip(lines, detections):
+        prefix = f"line {line}: " if len(detections) > 1 else ""
         if detection.machine_probability is None:
             print(f"{prefix}{detection.verdict}: {detection.reason}")
             continue
