@@ -21,6 +21,8 @@ from transformers import pipeline
 
 from charlstm import CharLSTMConfig, CharLSTMForSequenceClassification
 from charlstm.cli import main
+from charlstm.detection.decision import record_decision
+from charlstm.detection.detector import Detector
 from charlstm.hub.push import push_space, push_to_hub
 from tests.conftest import TINY_CORPUS, make_tiny_model
 
@@ -328,3 +330,21 @@ def test_train_refuses_a_push_it_could_not_do_before_training(tmp_path, monkeypa
                  *flags]) == 2
     assert message in capsys.readouterr().err
     assert not output.exists()  # refused before any training
+
+
+def test_a_detector_loaded_by_hub_id_keeps_its_threshold_band_and_caveat(hub_server, detector_dir, tmp_path):
+    # The decision travels in config.json, which from_pretrained always reads: a Hub id gives the verdicts, the
+    # uncertain band and the caveat a local directory gives (they once lived in a log only local loads read).
+    decided = tmp_path / "decided"
+    shutil.copytree(detector_dir, decided)
+    texts = ["The tacos were great and the salsa was fresh, we will be back.",
+             "Cold fries and a slow waiter; the soup was salty and the bread stale."]
+    local_probabilities = [d.machine_probability for d in Detector(decided).predict(texts)]
+    record_decision(decided, threshold=min(local_probabilities) + 1e-6, uncertain_band=(0.0, 0.01),
+                    tested_on=({"name": "own samples", "roc_auc": 0.91, "false_positive_rate": 0.04,
+                                "human": 10, "machine": 10},))
+    push_to_hub(decided, "tester/decided-detector")
+    local, remote = Detector(decided), Detector("tester/decided-detector")
+    assert remote.decision == local.decision and remote.caveat() == local.caveat()
+    assert [d.verdict for d in remote.predict(texts)] == [d.verdict for d in local.predict(texts)]
+    assert {d.verdict for d in remote.predict(texts)} == {"human-written", "machine-written"}
