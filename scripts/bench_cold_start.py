@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from charlstm.runfiles import write_json
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -105,8 +107,7 @@ def main() -> None:
         calls = " ".join(f"{value:.2f}" for value in row["calls_s"])
         print(f"{weights:8} load {row['load_s']:.2f}  calls {calls}")
     if options.json:
-        with open(options.json, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(options.json, report)
 
 
 if __name__ == "__main__":

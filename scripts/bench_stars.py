@@ -37,7 +37,7 @@ from charlstm.generation.rating import RATINGS, star_probabilities
 from charlstm.generation.sampling import load_generator
 from charlstm.generation.settings import GenerationSettings, check_settings
 from charlstm.loading import model_source
-from charlstm.runfiles import TRAINING_LOG
+from charlstm.runfiles import TRAINING_LOG, write_json
 from charlstm.training.data import load_reviews
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,8 +216,7 @@ def main() -> None:
               f"with a space {row['start_with_a_space']:.2f}; cut for length {row['cut_for_length']:.2f}")
     print(f"held-out bpc ({bpc['reviews']} reviews): {bpc['overall']}; per rating {bpc['per_rating']}")
     if options.json:
-        with open(options.json, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
+        write_json(options.json, report)
 
 
 if __name__ == "__main__":
