@@ -50,11 +50,11 @@ def quantize(model: nn.Module, inplace: bool = False) -> nn.Module:
     """
     if is_quantized(model):
         return model
-    check_finite_weights(model, getattr(model, "name_or_path", None) or "the model")
     reason = _why_not_quantizable(model)
     if reason:
         warnings.warn(f"Keeping fp32 weights: {reason}", RuntimeWarning, stacklevel=2)
         return model
+    check_finite_weights(model, getattr(model, "name_or_path", None) or "the model")
     torch.backends.quantized.engine = int8_engine()
     target = model if inplace else copy.deepcopy(model)
     target.eval()
