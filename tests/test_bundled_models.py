@@ -62,9 +62,10 @@ def test_bundled_models_carry_the_packages_current_code(model_dir):
         assert (Path(model_dir) / name).read_text() == (package / name).read_text(), f"{model_dir}/{name} is stale"
 
 
-# What the bundled models give for fixed settings, recorded when they were bundled: a change of code that is meant to
-# keep behaviour (a refactor, a faster path) must keep these; retraining a model is the one reason to record anew.
-RECORDED_REVIEW = "The tacos were amazing. The wood standard with high crab - the caramel accessories and it"
+# What the bundled models give for fixed settings, recorded when they were bundled (the generator's review when it was
+# retrained with the rating input): a change of code that is meant to keep behaviour (a refactor, a faster path) must
+# keep these; retraining a model is the one reason to record anew.
+RECORDED_REVIEW = "The tacos a medium well flavor to the dish which was so good to taste had to sit. Fell in"
 RECORDED_P_MACHINE = {
     "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through the "
     "menu.": 0.222304,

@@ -345,4 +345,5 @@ def test_browser_stop_button_ends_generation_early(page):
     time.sleep(1.0)
     assert reviews_text(page) == stopped  # no longer growing
     first_review = stopped.split(REVIEW_SEPARATOR)[0]
-    assert first_review.startswith("Stop me") and len(first_review) < len("Stop me") + 1000
+    # Short of the hard bound a review that ran its course reaches (past 1000 it runs on to a word end at most).
+    assert first_review.startswith("Stop me") and len(first_review) < len("Stop me") + most_new_characters(1000)

@@ -8,6 +8,7 @@ rating word, so only a rating that reaches every character tells the model which
 
 import json
 import random
+import shutil
 
 import datasets
 import pytest
@@ -128,10 +129,16 @@ def test_the_cache_carries_the_rating_through_single_character_steps_and_beams(t
     assert cache.stars.tolist() == [5, 5]
 
 
-def test_a_config_saved_without_the_field_loads_without_a_rating_input():
-    model, _, _ = load_model(BUNDLED_MODEL, "generator")
-    assert "star_embedding_dim" not in json.loads((BUNDLED_MODEL / "config.json").read_text())
+def test_a_config_saved_without_the_field_loads_without_a_rating_input(tiny_model_dir, tmp_path):
+    older = tmp_path / "older"
+    shutil.copytree(tiny_model_dir, older)
+    config = json.loads((older / "config.json").read_text())
+    config.pop("star_embedding_dim", None)  # as models saved before the rating input were
+    (older / "config.json").write_text(json.dumps(config))
+    model, _, _ = load_model(older, "generator")
     assert model.config.star_embedding_dim == 0 and model.model.star_embeddings is None
+    bundled, _, _ = load_model(BUNDLED_MODEL, "generator")  # retrained with the rating input
+    assert bundled.config.star_embedding_dim == 16 and bundled.model.star_embeddings is not None
 
 
 def test_a_warm_start_keeps_the_old_models_numbers_for_every_rating(tiny_tokenizer):

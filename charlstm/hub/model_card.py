@@ -152,6 +152,7 @@ def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, de
         revision=revision or "COMMIT_ID",
         revision_known=revision is not None,
         conditioned_on_stars=conditioned,
+        star_embedding_dim=config.get("star_embedding_dim") or 0,
         dataset=_dataset_description(log.get("dataset"), dataset_id),
         train_reviews=_figure(log.get("train_reviews"), "{:,}"),
         eval_reviews=_figure(log.get("eval_reviews"), "{:,}"),
