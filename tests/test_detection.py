@@ -10,6 +10,7 @@ import random
 import shutil
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -29,6 +30,7 @@ from charlstm.detection.metrics import (
     threshold_for_false_positive_rate,
     threshold_metrics,
 )
+from charlstm.detection.probe import frozen_features
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
@@ -699,6 +701,16 @@ def test_leave_one_family_out_never_trains_on_the_family_it_tests():
         assert {labels[i] for i in test} == {0, 1} and {families[i] for i in test if labels[i]} == {family}
         assert not {groups[i] for i in train} & {groups[i] for i in test}  # no rewrite of a tested text trained on
         assert not set(train) & set(test)
+
+
+def test_frozen_features_of_a_generator_with_a_rating_input(tiny_tokenizer):
+    # The bundled generator feeds a rating embedding beside each character's: every layer's mean includes it.
+    model = make_tiny_model(tiny_tokenizer, conditioned_on_stars=True, star_embedding_dim=4)
+    texts = ["The tacos were great and the salsa was fresh. " * 3, "Too short to crop."]
+    features = frozen_features(model, tiny_tokenizer, texts, lengths=(40, 100))
+    assert features.layers[40].shape == (2, 16 + 4 + 32 + 24) and features.top[40].shape == (2, 24)
+    assert np.isfinite(features.layers[40][0]).all() and np.isfinite(features.likelihood[40][0]).all()
+    assert np.isfinite(features.top[100][0]).all() and np.isnan(features.top[40][1]).all()  # shorter than 40
 
 
 def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generator_dir, human_file):

@@ -46,7 +46,7 @@ def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...]
     longest = max(lengths)
     crops = [text[:longest] for text in texts]
     count, hidden_size = len(crops), model.config.hidden_sizes[-1]
-    layers_size = model.config.embedding_dim + sum(model.config.hidden_sizes)
+    layers_size = model.config.first_layer_input_size + sum(model.config.hidden_sizes)  # with a rating input
     top = {k: np.full((count, hidden_size), np.nan, dtype=np.float32) for k in lengths}
     layers = {k: np.full((count, layers_size), np.nan, dtype=np.float32) for k in lengths}
     likelihood = {k: np.full((count, len(LIKELIHOOD_STATISTICS)), np.nan) for k in lengths}
