@@ -18,18 +18,9 @@ import sys
 import time
 
 from charlstm.runfiles import write_json
+from charlstm.training.report import cpu_name
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_name() -> str:
-    try:
-        output = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    fields = dict(line.split(":", 1) for line in output.splitlines() if ":" in line)
-    name = fields.get("Model name", "unknown").strip()
-    return f"{name}, {fields.get('CPU(s)', '?').strip()} CPUs"
 
 
 def fresh_command(options, fp32: bool) -> float:

@@ -29,6 +29,7 @@ from transformers import TrainerCallback
 
 from charlstm.training.config import recipe_config
 from charlstm.training.data import IGNORE_INDEX, framed_stream, pack_reviews
+from charlstm.training.report import cpu_name
 from charlstm.training.run import prepare_run
 from charlstm.training.trainer import make_trainer
 
@@ -143,12 +144,6 @@ def train_recipe(recipe: Recipe, options) -> dict:
                          for minutes in options.report_minutes},
         "reports": {f"{minutes:g}": report for minutes, report in reports.reports.items()},
     }
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:
-        names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-    return f"{names[0] if names else 'unknown CPU'} ({os.cpu_count()} cores seen)"
 
 
 def print_table(results: list[dict], report_minutes: list[float]) -> None:

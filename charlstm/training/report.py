@@ -72,6 +72,16 @@ def _starting_point(start) -> dict | None:
     return {"model": display_name(start.source), **earlier}
 
 
+def cpu_name() -> str:
+    """The CPU's model and how many cores this process sees: absolute timings move with both."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0] if names else 'unknown CPU'} ({os.cpu_count()} cores seen)"
+
+
 def device_name(device: torch.device, world: int = 1) -> str:
     """What a run trained on, for its log: the GPU's name, or the CPU and its torch threads."""
     threads = torch.get_num_threads()
