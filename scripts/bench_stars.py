@@ -4,7 +4,9 @@ real reviews, and what else a user meets at the start of a review.
 - star fidelity: a word n-gram sentiment classifier (TF-IDF of words and word pairs, logistic regression; positive =
   4-5 stars, negative = 1-2) trained on the model's own training reviews scores `--num` generated reviews per
   requested rating and the same number of real held-out reviews of that rating cut to the same length: the share
-  called negative and positive, and the mean P(positive).
+  called negative and positive, and the mean P(positive); for each `--guidance` (classifier-free guidance towards
+  the rating, 1 = none), with the share of the written words that occur in the training reviews beside it (what
+  a strong guidance costs in spelling).
 - rating by likelihood: the generator's P(stars | review) by Bayes' rule (uniform prior, `charlstm rate`) on
   `--rate-reviews` held-out reviews per rating: accuracy on 1 vs 5 stars and over all five, beside a word n-gram
   rating classifier (five classes) trained on the same training reviews.
@@ -24,6 +26,7 @@ The held-out reviews are those the model's training_log.json names (dataset, val
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -56,19 +59,25 @@ def ngram_classifier(texts: list[str], labels: list[int]):
     return classifier.fit(texts, labels)
 
 
-def sentiment_row(classifier, texts: list[str]) -> dict:
+def words_of(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def sentiment_row(classifier, texts: list[str], known_words: set[str]) -> dict:
     positive = classifier.predict_proba(texts)[:, list(classifier.classes_).index(1)]
+    words = [word for text in texts for word in words_of(text)]
     return {"negative": round(float(np.mean(positive < 0.5)), 3),
             "positive": round(float(np.mean(positive >= 0.5)), 3),
-            "mean_p_positive": round(float(np.mean(positive)), 3), "count": len(texts)}
+            "mean_p_positive": round(float(np.mean(positive)), 3),
+            "known_words": round(float(np.mean([word in known_words for word in words])), 3), "count": len(texts)}
 
 
-def generated_reviews(generator, stars, count: int, options) -> list:
+def generated_reviews(generator, stars, count: int, options, guidance: float = 1.0) -> list:
     reviews = []
     for start in range(0, count, BATCH):
         settings = check_settings(GenerationSettings(
             stars=stars, num_reviews=min(BATCH, count - start), temperature=options.temperature,
-            max_new_tokens=options.max_new_tokens, seed=options.seed + start + 1000 * (stars or 0),
+            max_new_tokens=options.max_new_tokens, seed=options.seed + start + 1000 * (stars or 0), guidance=guidance,
         ))
         reviews += generator.write(settings)
     return reviews
@@ -151,6 +160,8 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=100, help="generated reviews per requested rating")
     parser.add_argument("--max-new-tokens", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--guidance", default=f"1,{GenerationSettings().guidance:g}",
+                        help="guidance values compared, comma-separated (default: none and the package's default)")
     parser.add_argument("--rate-reviews", type=int, default=60, help="held-out reviews per rating rated by likelihood")
     parser.add_argument("--unconditioned", type=int, default=40, help="samples with no prompt and no rating")
     parser.add_argument("--eval-reviews", type=int, default=500, help="held-out reviews for bits per character")
@@ -179,14 +190,17 @@ def main() -> None:
     generator = load_generator(model)
     length = options.max_new_tokens
     real = by_rating(reviews.held_out, options.num)
+    known_words = {word for text in train_texts for word in words_of(text)}
+    real_rows = {stars: sentiment_row(sentiment, [text[:length] for text in real[stars]], known_words)
+                 for stars in RATINGS}
     fidelity = {}
-    for stars in RATINGS:
-        written = generated_reviews(generator, stars, options.num, options)
-        fidelity[str(stars)] = {
-            "generated": sentiment_row(sentiment, [review.text for review in written]),
-            "real": sentiment_row(sentiment, [text[:length] for text in real[stars]]),
-        }
-        print(f"{stars}*: {fidelity[str(stars)]}", flush=True)
+    for guidance in sorted({float(value) for value in options.guidance.split(",")}):
+        fidelity[f"{guidance:g}"] = rows = {}
+        for stars in RATINGS:
+            written = generated_reviews(generator, stars, options.num, options, guidance)
+            rows[str(stars)] = {"generated": sentiment_row(sentiment, [review.text for review in written],
+                                                           known_words), "real": real_rows[stars]}
+            print(f"guidance {guidance:g}, {stars}*: {rows[str(stars)]}", flush=True)
     unconditioned = generated_reviews(generator, None, options.unconditioned, options)
     starts = start_figures([review.text for review in unconditioned], [review.cut for review in unconditioned])
     starts["from_bos_alone"] = start_figures(*bos_only_reviews(generator, options.unconditioned, options))
@@ -198,16 +212,19 @@ def main() -> None:
     report = {
         "model": model, "dataset": dataset, "held_out_reviews": len(reviews.held_out),
         "settings": {"num": options.num, "max_new_tokens": length, "temperature": options.temperature,
+                     "guidance": sorted(fidelity),
                      "rate_reviews_per_rating": options.rate_reviews, "seed": options.seed},
         "star_fidelity": fidelity, "rating_by_likelihood": rating, "unconditioned_starts": starts,
         "held_out_bpc": bpc, "minutes": round((time.time() - started) / 60, 1),
     }
-    print(f"\n{'rating':>6} | {'generated: neg':>14} {'pos':>5} {'P(pos)':>6} | "
-          f"{'real: neg':>9} {'pos':>5} {'P(pos)':>6}")
-    for stars, row in fidelity.items():
-        g, r = row["generated"], row["real"]
-        print(f"{stars:>6} | {g['negative']:14.2f} {g['positive']:5.2f} {g['mean_p_positive']:6.2f} | "
-              f"{r['negative']:9.2f} {r['positive']:5.2f} {r['mean_p_positive']:6.2f}")
+    print(f"\n{'guidance':>8} {'rating':>6} | {'generated: neg':>14} {'pos':>5} {'P(pos)':>6} {'words':>5} | "
+          f"{'real: neg':>9} {'pos':>5} {'P(pos)':>6} {'words':>5}")
+    for guidance, rows in fidelity.items():
+        for stars, row in rows.items():
+            g, r = row["generated"], row["real"]
+            print(f"{guidance:>8} {stars:>6} | {g['negative']:14.2f} {g['positive']:5.2f} {g['mean_p_positive']:6.2f} "
+                  f"{g['known_words']:5.3f} | {r['negative']:9.2f} {r['positive']:5.2f} {r['mean_p_positive']:6.2f} "
+                  f"{r['known_words']:5.3f}")
     for name in ("generator_likelihood", "ngram_classifier"):
         row = rating[name]
         print(f"rating accuracy, {name}: 1 vs 5 {row['one_vs_five']:.3f}, 5-way {row['five_way']:.3f}")

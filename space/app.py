@@ -26,7 +26,8 @@ from charlstm.generation.streaming import REVIEW_SEPARATOR
 from charlstm.loading import BUNDLED_DETECTOR, display_name
 
 # Tighter than the command line's: one Space is shared by everyone who opens it.
-SPACE_LIMITS = Limits(max_prompt_chars=500, max_new_tokens=1000, max_num_reviews=4, max_temperature=2.0)
+SPACE_LIMITS = Limits(max_prompt_chars=500, max_new_tokens=1000, max_num_reviews=4, max_temperature=2.0,
+                      max_guidance=8.0)
 MAX_SCORE_CHARS = 4000
 # How many requests of each kind run at once (the rest wait in the queue), and how many may wait.
 CONCURRENCY_LIMIT = 2
@@ -136,7 +137,8 @@ class ReviewSpace:
         self.stops = StopSignals()
 
     def generate(
-        self, prompt, stars, temperature, top_k, top_p, max_new_characters, num_reviews, seed, request: gr.Request
+        self, prompt, stars, temperature, top_k, top_p, max_new_characters, num_reviews, seed,
+        guidance=GenerationSettings.guidance, request: gr.Request = None,
     ):
         """Streams (reviews as one text, {"reviews", "seed", "finished"}, status line) as the reviews grow."""
         try:
@@ -149,6 +151,7 @@ class ReviewSpace:
                     top_k=top_k,
                     top_p=top_p,
                     max_new_tokens=max_new_characters,
+                    guidance=guidance,
                     seed=seed or None,  # 0 or empty: a random seed, shown with the result
                 ),
                 SPACE_LIMITS,
@@ -247,6 +250,10 @@ class ReviewSpace:
                                 1, limits.max_num_reviews, value=1, step=1, label="Number of reviews"
                             )
                             seed = gr.Number(label="Seed (0 = random)", precision=0, minimum=0, value=0)
+                            guidance = gr.Slider(
+                                1.0, limits.max_guidance, value=GenerationSettings.guidance, step=0.5,
+                                label="Keep to the rating (1 = as learned)", interactive=conditioned,
+                            )
                         with gr.Row():
                             generate_button = gr.Button("Generate", variant="primary")
                             stop_button = gr.Button("Stop", variant="stop")
@@ -261,7 +268,7 @@ class ReviewSpace:
                 gr.Examples(EXAMPLES, inputs=[prompt, stars], cache_examples=False)
                 generate_button.click(
                     self.generate,
-                    inputs=[prompt, stars, temperature, top_k, top_p, max_new, num_reviews, seed],
+                    inputs=[prompt, stars, temperature, top_k, top_p, max_new, num_reviews, seed, guidance],
                     outputs=[reviews, details, status],
                     api_name="generate",
                     # The handler gets the values as sent and `check_settings` judges them, as for the command line.

@@ -214,6 +214,7 @@ SPACE_CASES = [
     ("generate-hot", "/generate", dict(GENERATE, temperature=50.0), "temperature must be above 0 and at most 2.0"),
     ("generate-text-for-a-number", "/generate", dict(GENERATE, top_k="ten"), "top_k must be a number, got 'ten'"),
     ("generate-negative-seed", "/generate", dict(GENERATE, seed=-1), "seed must be from 0 to"),
+    ("generate-guidance-below-one", "/generate", dict(GENERATE, guidance=0), "guidance must be from 1 to 8.0"),
     ("score-unknown-rating", "/score", {"text": "Great tacos.", "stars": 9}, "stars must be"),
 ]
 

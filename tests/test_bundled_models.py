@@ -1,5 +1,6 @@
 """The models the project ships in charlstm/bundled/: they load like any Hub model and do their jobs."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_bundled_models_carry_the_packages_current_code(model_dir):
 # retrained with the rating input): a change of code that is meant to keep behaviour (a refactor, a faster path) must
 # keep these; retraining a model is the one reason to record anew.
 RECORDED_REVIEW = "The tacos a medium well flavor to the dish which was so good to taste had to sit. Fell in"
+RECORDED_GUIDED_REVIEW = "The tacos a medium will fill out something I am in this location."  # ended by <eos>
 RECORDED_P_MACHINE = {
     "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through the "
     "menu.": 0.222304,
@@ -75,10 +77,11 @@ RECORDED_P_MACHINE = {
 
 def test_bundled_models_give_the_recorded_outputs_for_fixed_settings():
     generator = load_generator(int8=False)
-    settings = check_settings(GenerationSettings(prompt="The tacos", stars=5, seed=7, max_new_tokens=80))
+    settings = check_settings(GenerationSettings(prompt="The tacos", stars=5, seed=7, max_new_tokens=80, guidance=1))
     # Its first 80 new characters: past the length asked for, a review now runs on to a sentence or word end.
     [review] = generator.generate(settings)
     assert review.startswith(RECORDED_REVIEW)
+    assert generator.generate(replace(settings, guidance=GenerationSettings.guidance)) == [RECORDED_GUIDED_REVIEW]
     detections = Detector().predict(list(RECORDED_P_MACHINE))
     assert [round(d.machine_probability, 6) for d in detections] == list(RECORDED_P_MACHINE.values())
     assert [(d.label, d.uncertain) for d in detections] == [("human", True), ("human", True)]

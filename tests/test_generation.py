@@ -45,6 +45,8 @@ def settings(**changes) -> GenerationSettings:
         (dict(stars=6), "stars must be from 1 to 5"),
         (dict(stars="5"), "stars must be a number"),
         (dict(seed=-1), "seed must be from 0 to"),
+        (dict(guidance=0.5), "guidance must be from 1 to 10.0"),
+        (dict(guidance=1e3), "guidance must be from 1 to 10.0"),
         (dict(prompt="x" * 1001), "prompt is 1001 characters long; the limit is 1000"),
         (dict(prompt=None), "prompt must be text"),
     ],
@@ -298,6 +300,7 @@ def test_cli_without_a_seed_prints_the_seed_that_reproduces_it(capsys, star_mode
         (["--max-new-tokens", -5], "max_new_tokens must be from 1 to 4000, got -5"),
         (["--temperature", 0], "temperature must be above 0 and at most 5.0, got 0.0"),
         (["--num", 0], "number of reviews must be from 1 to 16, got 0"),
+        (["--guidance", -2], "guidance must be from 1 to 10.0 (1 = none), got -2.0"),
     ],
 )
 def test_cli_rejects_bad_settings_with_exit_2_and_one_line(capsys, star_model_dir, args, message):

@@ -163,6 +163,19 @@ def test_after_training_each_rating_writes_its_own_word(trained_dir):
         assert counts[stars] >= 10 and counts[stars] >= 9 * counts[other], (stars, counts, reviews)
 
 
+def test_guidance_keeps_a_hot_sample_to_its_rating(trained_dir):
+    # Sampled hot, the reviews lose their rating's word; guidance towards the rating asked for brings it back.
+    generator = load_generator(trained_dir)
+    own, other = {}, {}
+    for guidance in (1.0, 4.0):
+        counts = [rating_word_counts(" ".join(generator.generate(check_settings(GenerationSettings(
+            stars=stars, num_reviews=4, max_new_tokens=200, temperature=2.0, guidance=guidance, seed=stars)))))
+            for stars in RATING_WORDS]
+        own[guidance] = sum(count[stars] for stars, count in zip(RATING_WORDS, counts))
+        other[guidance] = sum(count[6 - stars] for stars, count in zip(RATING_WORDS, counts))
+    assert own[4.0] >= 3 * own[1.0] and other[4.0] <= other[1.0], (own, other)
+
+
 def test_an_unconditioned_sample_starts_like_a_review_and_is_cut_at_a_word_end(trained_dir):
     generator = load_generator(trained_dir)
     # Low temperature: this briefly trained model still gives the first character some doubt.

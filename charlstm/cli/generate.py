@@ -25,6 +25,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--temperature", type=number, default=defaults.temperature, help="default: %(default)s")
     parser.add_argument("--top-k", type=integer, default=defaults.top_k, help="0 = off (default: %(default)s)")
     parser.add_argument("--top-p", type=number, default=defaults.top_p, help="1.0 = off (default: %(default)s)")
+    parser.add_argument("--guidance", type=number, default=defaults.guidance,
+                        help="how strongly a review keeps to its rating: 1 = as the model learned it, higher = "
+                        "more clearly that rating, at twice the work per character (default: %(default)s)")
     parser.add_argument(
         "--max-new-tokens", type=integer, default=defaults.max_new_tokens,
         help="characters to add at most (default: %(default)s)",
@@ -55,6 +58,7 @@ def run_generate(args) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             max_new_tokens=args.max_new_tokens,
+            guidance=args.guidance,
             seed=args.seed,
         )
     )
@@ -70,7 +74,8 @@ def run_generate(args) -> int:
         if args.json:
             reviews = generator.write(settings)
             shared = {"seed": settings.seed, "temperature": settings.temperature, "top_k": settings.top_k,
-                      "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens}
+                      "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens,
+                      "guidance": settings.guidance}
             print(json.dumps([{"text": review.text, "stars": review.stars, "cut": review.cut, **shared}
                               for review in reviews], indent=2, ensure_ascii=False))
             return 0

@@ -273,6 +273,13 @@ class ReviewGenerator:
         if settings.top_p < 1.0:
             filters.append(TopPLogitsWarper(settings.top_p))
         model_config = self.model.generation_config
+        guidance = {}
+        if settings.guidance != 1.0 and self.conditioned_on_stars:
+            # The library's classifier-free guidance: it runs the model a second time on the same prompt without its
+            # star token (rating 0, as the model was shown a share of its training reviews) and draws each character
+            # from P(c | rating)^g / P(c | no rating)^(g-1).
+            unrated = self.prompt_ids(replace(settings, stars=None)).expand(settings.num_reviews, -1)
+            guidance = {"negative_prompt_ids": unrated, "negative_prompt_attention_mask": torch.ones_like(unrated)}
         # A fresh config: the settings alone decide how to sample, whatever defaults the saved model carries.
         generation_config = GenerationConfig(
             max_new_tokens=most_new_characters(settings.max_new_tokens),
@@ -286,6 +293,7 @@ class ReviewGenerator:
             bos_token_id=model_config.bos_token_id,
             eos_token_id=model_config.eos_token_id,
             pad_token_id=model_config.pad_token_id,
+            guidance_scale=settings.guidance if guidance else None,
         )
         return self.model.generate(
             input_ids=input_ids,
@@ -296,6 +304,7 @@ class ReviewGenerator:
                 StopWhenSet(*stops), StopNearLength(self.tokenizer, input_ids.shape[1], settings.max_new_tokens),
             ]),
             streamer=streamer,
+            **guidance,
         )
 
 

@@ -19,6 +19,7 @@ class Limits:
     max_new_tokens: int = 4000
     max_num_reviews: int = 16
     max_temperature: float = 5.0
+    max_guidance: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class GenerationSettings:
     """
     prompt: the start of the review(s); may be empty. stars: 1-5 asks a star-conditioned model for that rating.
     num_reviews: how many reviews to write at once (one batch). top_k=0 and top_p=1.0 switch those filters off.
+    guidance: how strongly a review is pushed towards its rating (classifier-free guidance: each character drawn
+    from P(c | rating)^g / P(c | no rating)^(g-1)); 1 samples the model as trained. The default was chosen with
+    scripts/bench_stars.py: with it generated 1- and 5-star reviews read like real ones (the model alone lets the
+    rating fade), at the cost of a second pass of the model per character.
     seed: the same seed and settings give the same reviews; None picks one (see `check_settings`).
     """
 
@@ -36,6 +41,7 @@ class GenerationSettings:
     top_k: int = 0
     top_p: float = 1.0
     max_new_tokens: int = 300
+    guidance: float = 5.0
     seed: int | None = None
 
 
@@ -58,6 +64,9 @@ def check_settings(settings: GenerationSettings, limits: Limits = Limits()) -> G
     top_p = _number("top_p", settings.top_p)
     if not 0.0 < top_p <= 1.0:
         raise UsageError(f"top_p must be above 0 and at most 1 (1 = off), got {top_p}")
+    guidance = _number("guidance", settings.guidance)
+    if not 1.0 <= guidance <= limits.max_guidance:
+        raise UsageError(f"guidance must be from 1 to {limits.max_guidance} (1 = none), got {guidance}")
     seed = settings.seed
     # A chosen seed is never 0, which the Space reads as "pick one for me".
     seed = random.SystemRandom().randint(1, MAX_SEED) if seed is None else _whole_number("seed", seed, 0, MAX_SEED)
@@ -69,6 +78,7 @@ def check_settings(settings: GenerationSettings, limits: Limits = Limits()) -> G
         top_k=_whole_number("top_k", settings.top_k, 0, None),
         top_p=top_p,
         max_new_tokens=_whole_number("max_new_tokens", settings.max_new_tokens, 1, limits.max_new_tokens),
+        guidance=guidance,
         seed=seed,
     )
 

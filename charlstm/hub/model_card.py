@@ -108,10 +108,11 @@ def sampling_defaults(model_dir: str | os.PathLike) -> dict:
     return {"temperature": config.temperature or 1.0, "top_k": config.top_k or 0, "top_p": config.top_p or 1.0}
 
 
-def _sampling_description(model_dir: Path) -> str:
+def _sampling_description(model_dir: Path, conditioned: bool) -> str:
     sampling = sampling_defaults(model_dir)
+    guidance = f", rating guidance {GenerationSettings().guidance:g}" if conditioned else ""
     return (f"seed {SAMPLE_SEED}, temperature {sampling['temperature']}, top-k {sampling['top_k'] or 'off'}, "
-            f"top-p {sampling['top_p']}, at most {SAMPLE_CHARACTERS} characters")
+            f"top-p {sampling['top_p']}{guidance}, at most {SAMPLE_CHARACTERS} characters")
 
 
 def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, detector_id) -> str:
@@ -175,9 +176,10 @@ def _render_generator_card(model_dir, repo_id, revision, samples, dataset_id, de
         data_terms=YELP_TERMS if yelp else "the terms of its training data",
         review_kind=_review_kind(log.get("dataset"), yelp),
         curves_file=TRAINING_CURVES if (model_dir / TRAINING_CURVES).is_file() else None,
-        sample_settings=_sampling_description(model_dir),
+        sample_settings=_sampling_description(model_dir, conditioned),
         samples=[{"label": _sample_label(stars), "block": _fenced(text)} for stars, text in samples.items()],
         prompt_example=_prompt_text(5 if conditioned else None, "The tacos were"),
+        guidance=f"{GenerationSettings().guidance:g}",
         detector_pointer=_detector_pointer(detector_id, yelp),
     )
     return _render(GENERATOR_TEMPLATE, card_data, context)
