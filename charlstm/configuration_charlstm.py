@@ -46,6 +46,11 @@ class CharLSTMConfig(PreTrainedConfig):
         classifier_pooling: what that head reads: `"last"`, the top-layer state at the last real character, or
             `"mean"`, the mean of the top-layer states over all real characters, which gathers evidence from the
             whole text instead of relying on the state to carry it to the end.
+        ngram_buckets: the classification head also reads the text's character n-grams (1 to `ngram_max_n`
+            characters), hashed into this many buckets, weighted as TF-IDF (sublinear counts, l2-normalised) and
+            scored by a linear layer whose logits add to the pooled state's (0: none). A frozen generator's states
+            and the n-grams err on different texts: together they transfer to unseen generators better than either.
+        ngram_max_n: the longest n-gram counted.
         detection: a detector's decision (threshold, uncertain band, calibration, what it was tested on), as
             `charlstm.detection.decision.DetectorDecision` reads and writes it; None for a generator. Kept in the
             config so that every way of loading the detector gives the same verdict.
@@ -65,6 +70,8 @@ class CharLSTMConfig(PreTrainedConfig):
         star_shares: list[float] | None = None,
         classifier_dropout: float = 0.1,
         classifier_pooling: str = "last",
+        ngram_buckets: int = 0,
+        ngram_max_n: int = 4,
         detection: dict | None = None,
         pad_token_id: int | None = 0,
         bos_token_id: int | None = 1,
@@ -82,6 +89,8 @@ class CharLSTMConfig(PreTrainedConfig):
         self.star_shares = list(star_shares) if star_shares is not None else None
         self.classifier_dropout = classifier_dropout
         self.classifier_pooling = classifier_pooling
+        self.ngram_buckets = ngram_buckets
+        self.ngram_max_n = ngram_max_n
         self.detection = detection
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
@@ -115,6 +124,10 @@ class CharLSTMConfig(PreTrainedConfig):
             raise ValueError(
                 f"classifier_pooling must be one of {', '.join(CLASSIFIER_POOLINGS)}, got {self.classifier_pooling!r}"
             )
+        if not isinstance(self.ngram_buckets, int) or self.ngram_buckets < 0:
+            raise ValueError(f"ngram_buckets must be a non-negative integer, got {self.ngram_buckets!r}")
+        if not isinstance(self.ngram_max_n, int) or not 1 <= self.ngram_max_n <= 6:  # keys fit in 64 bits
+            raise ValueError(f"ngram_max_n must be an integer from 1 to 6, got {self.ngram_max_n!r}")
         if not isinstance(self.star_embedding_dim, int) or self.star_embedding_dim < 0:
             raise ValueError(f"star_embedding_dim must be a non-negative integer, got {self.star_embedding_dim!r}")
         if self.star_shares is not None and (

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The recipe of a frozen-generator detector (`charlstm detector train --frozen`, issue 29): the generator's LSTM as
-# it is, and a logistic-regression head on its mean top-layer state, which scripts/ablate_detectors.py measured
-# against the character n-gram baseline with whole generator families and whole labelled sets held out.
+# it is, and a logistic-regression head on its mean top-layer state averaged with one on the text's hashed character
+# 1-4-grams (NGRAM_BUCKETS; 0 for the state alone), the combination scripts/ablate_detectors.py measured ahead of the
+# character n-gram baseline alone with whole generator families and whole labelled sets held out.
 # 1. the data: the generator's held-out Yelp reviews and its own samples (temperatures 0.6-1.2, top-k 0/20, top-p
 #    1.0/0.9, length caps 300/600/1000), and every row of the eight labelled sets in LABELLED_DIR (see its README)
 #    except human ones the generator trained on, texts of 100+ characters;
@@ -21,6 +22,7 @@ LABELLED_DIR=${2:-../shared/data/detection}
 GENERATOR=charlstm/bundled/charlstm-yelp
 DATA_DIR=runs/detector-data-all
 PER_SIDE=400
+NGRAM_BUCKETS=${NGRAM_BUCKETS:-262139}
 
 labelled=()
 for source in "$LABELLED_DIR"/*.jsonl; do
@@ -29,5 +31,6 @@ done
 [ -d "$DATA_DIR" ] || charlstm detector build-data "$DATA_DIR" --generator "$GENERATOR" \
     --count "$PER_SIDE" --temperatures 0.6,0.8,1.0,1.2 --min-chars 100 --batch-size 32 --seed 0 "${labelled[@]}"
 rm -rf "$OUT_DIR"
-charlstm detector train "$DATA_DIR" "$OUT_DIR" --generator "$GENERATOR" --frozen --per-side "$PER_SIDE" --seed 0
+charlstm detector train "$DATA_DIR" "$OUT_DIR" --generator "$GENERATOR" --frozen --per-side "$PER_SIDE" --seed 0 \
+    --ngram-buckets "$NGRAM_BUCKETS"
 charlstm model-card "$OUT_DIR" --write

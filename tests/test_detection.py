@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
+from charlstm import CharLSTMConfig
 from charlstm.cli import main
 from charlstm.configuration_charlstm import NUM_SPECIAL_TOKENS
 from charlstm.detection.calibration import calibrated_probability
@@ -30,12 +31,13 @@ from charlstm.detection.metrics import (
     threshold_for_false_positive_rate,
     threshold_metrics,
 )
-from charlstm.detection.probe import frozen_features
+from charlstm.detection.probe import NgramHead, frozen_features, ngram_counts
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.errors import UsageError
 from charlstm.hub.model_card import render_model_card
+from charlstm.modeling_charlstm import CharLSTMForSequenceClassification
 from charlstm.tokenization_charlstm import normalize_text
 from charlstm.training.data import load_reviews
 from charlstm.training.rundir import last_complete_checkpoint
@@ -756,3 +758,39 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     short, foreign = detector.predict(["Great tacos.", "美味しいラーメンでした。" * 10])
     assert short.verdict == foreign.verdict == "cannot judge" and short.machine_probability is None
     assert "12 characters long" in short.reason and "does not know" in foreign.reason
+
+    # The same with the text's character n-grams averaged in, read by the saved model itself.
+    stacked_path = tmp_path / "frozen-ngrams"
+    assert main(["detector", "train", str(mixed_data_dir), str(stacked_path), "--generator", str(generator_dir),
+                 "--frozen", "--max-chars", "120", "--ngram-buckets", "4099"]) == 0
+    stacked = Detector(stacked_path)
+    assert stacked.pipeline.model.config.ngram_buckets == 4099
+    assert load_file(stacked_path / "model.safetensors")["ngrams.weight"].abs().sum() > 0
+    for source in set(everything["source"]):
+        figures = evaluate(stacked, everything.filter(lambda row, source=source: row["source"] == source))
+        assert figures["roc_auc"] >= 0.8, (source, figures)
+    texts = everything["text"][:6]
+    by_pipeline = pipeline("text-classification", model=str(stacked_path), top_k=None)(texts, truncation=True)
+    for detection, labels in zip(stacked.predict(texts), by_pipeline):
+        if detection.machine_probability is not None:
+            machine = next(label["score"] for label in labels if label["label"] == "machine")
+            assert detection.machine_probability == pytest.approx(machine, abs=1e-5)
+
+
+def test_the_models_ngram_score_is_the_fitted_n_gram_heads_margin(tiny_tokenizer):
+    # Training counts n-grams from the tokenizer's ids (ngram_counts); the model counts them in forward, padded.
+    texts = ["The tacos were great and fresh.", "Cold fries, slow waiter!", "Decent pizza; thin crust.", "Meh."] * 2
+    labels = [1, 0, 1, 0, 0, 1, 1, 0]
+    counts = ngram_counts(tiny_tokenizer, texts, length=20, max_n=3, buckets=211)
+    head = NgramHead.fit(counts, labels)
+    config = CharLSTMConfig(vocab_size=len(tiny_tokenizer), embedding_dim=8, hidden_sizes=[8], num_labels=2,
+                            ngram_buckets=211, ngram_max_n=3)
+    model = CharLSTMForSequenceClassification(config).eval()
+    with torch.no_grad():
+        model.ngrams.idf.copy_(torch.from_numpy(head.idf))
+        model.ngrams.weight[MACHINE] = torch.from_numpy(head.weights).float()
+    batch = tiny_tokenizer([text[:20] for text in texts], padding=True, padding_side="left", return_tensors="pt")
+    with torch.no_grad():
+        in_model = model.ngrams(batch["input_ids"], batch["attention_mask"])[:, MACHINE].numpy()
+    assert np.allclose(in_model + head.bias, head.margins(counts), atol=1e-5)
+    assert len(set(np.round(in_model, 4))) > 2  # the texts differ

@@ -6,7 +6,8 @@ layer's states, and the generator's view of the text (how likely it found each c
 Fast-DetectGPT's analytic curvature). A logistic regression on such features trains in seconds, so many variants
 can be measured (`scripts/ablate_detectors.py`); the one on the top layer's mean is exactly a detector whose LSTM is
 the generator's and whose `score` layer is the regression, so it is saved as an ordinary detector
-(`build_frozen_detector`).
+(`build_frozen_detector`). With `ngram_buckets`, a second regression on the text's hashed character n-grams
+(`NgramHead`, the model's own `CharLSTMNgramScore`) is averaged in: the two err on different texts.
 """
 
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UsageError
+from ..modeling_charlstm import character_ngram_buckets
 from ..tokenization_charlstm import normalize_text
 from .calibration import fit_logistic
 from .settings import LABELS, MACHINE
@@ -111,6 +114,75 @@ class LinearHead:
         return features @ self.weights + self.bias
 
 
+@dataclass
+class NgramHead:
+    """P(machine) = sigmoid(TF-IDF of the hashed character n-gram counts @ weights + bias), as
+    `CharLSTMNgramScore` computes it in the model."""
+
+    idf: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    @classmethod
+    def fit(cls, counts, labels: list[int]) -> "NgramHead":
+        """scikit-learn's TF-IDF (sublinear counts, smoothed idf, unit rows) and logistic regression on `counts`."""
+        try:
+            from sklearn.feature_extraction.text import TfidfTransformer
+            from sklearn.linear_model import LogisticRegression
+        except ImportError:
+            raise UsageError("fitting an n-gram head needs scikit-learn: pip install scikit-learn") from None
+        tfidf = TfidfTransformer(sublinear_tf=True).fit(counts)
+        regression = LogisticRegression(C=10.0, max_iter=1000).fit(tfidf.transform(counts), labels)
+        return cls(tfidf.idf_, regression.coef_[0], float(regression.intercept_[0]))
+
+    def margins(self, counts) -> np.ndarray:
+        weighted = counts.astype(np.float64).tocsr(copy=True)
+        weighted.data = 1 + np.log(weighted.data)
+        weighted = weighted.multiply(self.idf).tocsr()
+        norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel()).clip(min=1e-12)
+        return (weighted @ self.weights) / norms + self.bias
+
+
+def ngram_counts(tokenizer, texts: list[str], length: int, max_n: int, buckets: int):
+    """The hashed character n-gram counts [texts, buckets] of each text's first `length` characters, read as the
+    detector reads them (its tokenizer, then `character_ngram_buckets`)."""
+    from scipy.sparse import csr_matrix
+
+    rows, columns = [], []
+    for row, text in enumerate(texts):
+        ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.convert_tokens_to_ids(list(text[:length]))])
+        [keys] = character_ngram_buckets(ids, None, max_n, buckets)
+        rows += [row] * len(keys)
+        columns += keys.tolist()
+    return csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(texts), buckets))
+
+
+@dataclass
+class StackedHead:
+    """The top-layer head and the n-gram head, each margin standardised over a set of scored texts (no labels), then
+    averaged: what `scripts/ablate_detectors.py` measured as `ngram+top`. Without an n-gram head, the top head alone."""
+
+    top: LinearHead
+    ngrams: NgramHead | None = None
+    top_center: float = 0.0
+    top_scale: float = 1.0
+    ngram_center: float = 0.0
+    ngram_scale: float = 1.0
+
+    def standardised_on(self, top_features: np.ndarray, counts) -> "StackedHead":
+        if self.ngrams is None:
+            return self
+        top, ngrams = self.top.margins(top_features), self.ngrams.margins(counts)
+        return StackedHead(self.top, self.ngrams, top.mean(), 2 * top.std() + 1e-12, ngrams.mean(),
+                           2 * ngrams.std() + 1e-12)
+
+    def margins(self, top_features: np.ndarray, counts) -> np.ndarray:
+        margins = (self.top.margins(top_features) - self.top_center) / self.top_scale
+        if self.ngrams is not None:
+            margins = margins + (self.ngrams.margins(counts) - self.ngram_center) / self.ngram_scale
+        return margins
+
+
 def quadratic(statistics: np.ndarray, human_rows: np.ndarray) -> np.ndarray:
     """The statistics and their squared distances from the human texts' medians, in units of their spread:
     sampling moves a text's likelihood both ways from real text's, which a linear head reads only so."""
@@ -119,21 +191,28 @@ def quadratic(statistics: np.ndarray, human_rows: np.ndarray) -> np.ndarray:
     return np.concatenate([statistics, ((statistics - center) / spread) ** 2], axis=1)
 
 
-def frozen_detector_model(generator_dir: str, head: LinearHead):
-    """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head`."""
+def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4):
+    """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head` (its n-gram part
+    in the model's `CharLSTMNgramScore`)."""
     from transformers import AutoModelForSequenceClassification
 
+    ngram_buckets = 0 if head.ngrams is None else len(head.ngrams.weights)
     model = AutoModelForSequenceClassification.from_pretrained(
         generator_dir, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={label: index for index, label in enumerate(LABELS)}, classifier_pooling="mean",
-        dtype=torch.float32,
+        ngram_buckets=ngram_buckets, ngram_max_n=ngram_max_n, dtype=torch.float32,
     )
+    bias = (head.top.bias - head.top_center) / head.top_scale
     with torch.no_grad():
         model.score.weight.zero_()
         model.score.bias.zero_()
         # Only the difference of the two logits counts: the machine row carries the whole margin.
-        model.score.weight[MACHINE] = torch.from_numpy(head.weights).float()
-        model.score.bias[MACHINE] = head.bias
+        model.score.weight[MACHINE] = torch.from_numpy(head.top.weights / head.top_scale).float()
+        if head.ngrams is not None:
+            model.ngrams.idf.copy_(torch.from_numpy(head.ngrams.idf))
+            model.ngrams.weight[MACHINE] = torch.from_numpy(head.ngrams.weights / head.ngram_scale).float()
+            bias += (head.ngrams.bias - head.ngram_center) / head.ngram_scale
+        model.score.bias[MACHINE] = bias
     return model.eval()
 
 
@@ -144,10 +223,13 @@ def normalised(texts: list[str]) -> list[str]:
 
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                           lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = 0.3,
-                          max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0) -> dict:
+                          max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
+                          ngram_buckets: int = 0, ngram_max_n: int = 4) -> dict:
     """
     Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression on
-    the mean top-layer state, fitted on crops of every length in `lengths` of a `1 - test_share` part of `rows`
+    the mean top-layer state (averaged with one on the hashed character n-grams when `ngram_buckets`, each
+    standardised over the tested texts' longest crops), fitted on crops of every length in `lengths` of a
+    `1 - test_share` part of `rows`
     (dicts with text, label 0/1, source, generator; split by `text_groups`, so no rewrite of a tested text is
     trained on). Its tokenizer normalises (`normalize_text`) and reads at most max(`lengths`) characters. On the
     tested part, read by the saved detector as `charlstm detect` reads it: the threshold at which at most
@@ -181,13 +263,30 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     groups = text_groups(texts, [row.get("pair_id") for row in rows])
     train, test = group_split(groups, test_share, seed)
     features = frozen_features(generator, tokenizer, texts, lengths, batch_size).top
+    longest = max(lengths)
+    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) for k in lengths if ngram_buckets}
 
-    def fit(indices: list[int]) -> LinearHead:
-        stacked = [(features[k][i], labels[i]) for k in lengths for i in indices if not np.isnan(features[k][i, 0])]
-        return LinearHead.fit(np.stack([row for row, _ in stacked]), [int(label) for _, label in stacked], l2=l2)
+    def usable(length: int, indices: list[int]) -> list[int]:
+        return [i for i in indices if not np.isnan(features[length][i, 0])]
 
-    head = fit(train)
-    frozen_detector_model(generator_dir, head).save_pretrained(output_dir)
+    def fit(indices: list[int], scored: list[int]) -> StackedHead:
+        """Fitted on the crops of `indices`; the parts standardised over the longest crops of `scored`."""
+        crops = {k: usable(k, indices) for k in lengths}
+        crop_labels = [int(labels[i]) for k in lengths for i in crops[k]]
+        top = LinearHead.fit(np.concatenate([features[k][crops[k]] for k in lengths]), crop_labels, l2=l2)
+        if not ngram_buckets:
+            return StackedHead(top)
+        from scipy.sparse import vstack
+
+        ngrams = NgramHead.fit(vstack([counts[k][crops[k]] for k in lengths]), crop_labels)
+        scored = usable(longest, scored)
+        return StackedHead(top, ngrams).standardised_on(features[longest][scored], counts[longest][scored])
+
+    def margins(head: StackedHead, indices: list[int]) -> np.ndarray:
+        return head.margins(features[longest][indices], counts[longest][indices] if ngram_buckets else None)
+
+    head = fit(train, test)
+    frozen_detector_model(generator_dir, head, ngram_max_n).save_pretrained(output_dir)
     AutoTokenizer.from_pretrained(generator_dir, normalize_text=True,
                                   model_max_length=max(lengths) + 1).save_pretrained(output_dir)
     detector = Detector(output_dir)
@@ -202,11 +301,10 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     def unseen_auc(held_out: list[bool]) -> float | None:
         """A head fitted without these texts (and their groups), on them and human texts of the same sets."""
         fitted_without, on = held_out_split(held_out, groups, labels.tolist(), sources, seed=seed)
-        longest = max(lengths)
-        on = [i for i in on if not np.isnan(features[longest][i, 0])]
+        on = usable(longest, on)
         if len(set(labels[on].tolist())) < 2:
             return None
-        return roc_auc(labels[on].tolist(), fit(fitted_without).margins(features[longest][on]).tolist())
+        return roc_auc(labels[on].tolist(), margins(fit(fitted_without, on), on).tolist())
 
     def row_for(name: str, kind: str, members: list[int], held_out: list[bool]) -> dict | None:
         member_labels = [int(labels[i]) for i in members]
@@ -234,5 +332,6 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     record_decision(output_dir, threshold=threshold, uncertain_band=band, tested_on=tuple(tested_on + by_family),
                     threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths))
     return {"generator": str(generator_dir), "texts": len(rows), "train_texts": len(train), "test_texts": len(test),
-            "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "threshold": threshold,
+            "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "ngram_buckets": ngram_buckets,
+            "ngram_max_n": ngram_max_n, "threshold": threshold,
             "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}

@@ -15,7 +15,10 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_charlstm import FIRST_STAR_TOKEN_ID, NUM_RATINGS, CharLSTMConfig
+from .configuration_charlstm import FIRST_STAR_TOKEN_ID, NUM_RATINGS, NUM_SPECIAL_TOKENS, CharLSTMConfig
+
+# An n-gram's key: its character ids as base-NGRAM_BASE digits, its length as the top digit (ids stay below the base).
+NGRAM_BASE = 1024
 
 
 class CharLSTMCache:
@@ -190,6 +193,9 @@ class CharLSTMPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, CharLSTMNgramScore):
+            init.zeros_(module.weight)  # no opinion until fitted
+            init.ones_(module.idf)
 
 
 @dataclass
@@ -467,6 +473,49 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         return CharLSTMCausalLMOutput(loss=loss, logits=logits, cache=cache, hidden_states=hidden_states)
 
 
+def character_ngram_buckets(
+    input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, max_n: int, buckets: int
+) -> list[torch.LongTensor]:
+    """
+    Per text, the hashed bucket of each of its character n-grams of 1 to `max_n` characters (none across a special
+    token or padding). `CharLSTMNgramScore` counts these, and a detector's head is fitted on the same counts.
+    """
+    ids = input_ids.long()
+    real = ids >= NUM_SPECIAL_TOKENS
+    if attention_mask is not None:
+        real &= attention_mask[:, -ids.shape[1] :].bool()
+    gram, whole = ids, real
+    per_length = []
+    for n in range(1, max_n + 1):
+        if n > 1:  # the n-gram ending here: the (n-1)-gram ending one character earlier, then this character
+            gram = nn.functional.pad(gram[:, :-1], (1, 0)) * NGRAM_BASE + ids
+            whole = nn.functional.pad(whole[:, :-1], (1, 0), value=False) & real
+        per_length.append(((gram + n * NGRAM_BASE**n) % buckets, whole))
+    return [torch.cat([keys[row][kept[row]] for keys, kept in per_length]) for row in range(ids.shape[0])]
+
+
+class CharLSTMNgramScore(nn.Module):
+    """
+    Logits from a text's character n-grams: counts per hashed bucket, weighted as TF-IDF (1 + log count, times the
+    bucket's inverse document frequency `idf`, the vector scaled to unit length) and read by a linear map `weight`.
+    """
+
+    def __init__(self, config: CharLSTMConfig):
+        super().__init__()
+        self.max_n = config.ngram_max_n
+        self.weight = nn.Parameter(torch.zeros(config.num_labels, config.ngram_buckets))
+        self.register_buffer("idf", torch.ones(config.ngram_buckets))
+
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        logits = []
+        for keys in character_ngram_buckets(input_ids, attention_mask, self.max_n, self.idf.numel()):
+            buckets, counts = torch.unique(keys, return_counts=True)
+            values = (1 + counts.to(self.weight.dtype).log()) * self.idf[buckets]
+            values = values / values.norm().clamp(min=1e-12)
+            logits.append(self.weight[:, buckets] @ values)
+        return torch.stack(logits)
+
+
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
     """
     Classifies a whole text from the top-layer states (`config.classifier_pooling`): the state at its last real
@@ -484,6 +533,7 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         self.model = CharLSTMModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.score = nn.Linear(config.hidden_sizes[-1], config.num_labels)
+        self.ngrams = CharLSTMNgramScore(config) if config.ngram_buckets else None
         self.post_init()
 
     def forward(
@@ -497,6 +547,8 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         **kwargs,
     ) -> CharLSTMSequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.ngrams is not None and input_ids is None:
+            raise ValueError("this classifier also reads the text's character n-grams: pass input_ids, not embeddings")
         hidden, _, hidden_states = self.model.run_layers(
             input_ids, attention_mask, None, False, inputs_embeds, output_hidden_states
         )
@@ -507,6 +559,8 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         else:
             pooled = hidden[:, -1]
         logits = self.score(self.dropout(pooled))
+        if self.ngrams is not None:
+            logits = logits + self.ngrams(input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
