@@ -16,7 +16,6 @@ from transformers import pipeline
 
 from ..errors import UsageError
 from ..loading import DETECTOR, load_model
-from ..tokenization_charlstm import normalize_text
 from .decision import DetectorDecision
 from .families import describe_set
 from .metrics import roc_auc, threshold_metrics
@@ -103,8 +102,9 @@ class Detector:
         return lead + details
 
     def cannot_judge(self, text: str) -> str | None:
-        """Why this text cannot be judged (too short, or mostly unknown characters), or None when it can."""
-        read = normalize_text(text)
+        """Why this text cannot be judged (too short, or mostly unknown characters), or None when it can; judged on
+        the text as the detector's tokenizer reads it (normalised, for a detector whose tokenizer normalises)."""
+        read, _ = self.pipeline.tokenizer.prepare_for_tokenization(text)
         if len(read) < self.decision.min_characters:
             return (f"it is {len(read)} characters long; the detector judges texts of at least "
                     f"{self.decision.min_characters} characters (its config's min_characters)")
