@@ -196,6 +196,10 @@ class CharLSTMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CharLSTMNgramScore):
             init.zeros_(module.weight)  # no opinion until fitted
             init.ones_(module.idf)
+        elif isinstance(module, CharLSTMLikelihoodScore):
+            init.zeros_(module.weight)
+            init.zeros_(module.human_center)
+            init.ones_(module.human_spread)
 
 
 @dataclass
@@ -516,6 +520,62 @@ class CharLSTMNgramScore(nn.Module):
         return torch.stack(logits)
 
 
+LIKELIHOOD_STATISTICS = ("log_prob_mean", "log_prob_std", "entropy_mean", "entropy_std", "top1_share",
+                         "top3_share", "top10_share", "curvature")
+
+
+def likelihood_statistics(
+    logits: torch.Tensor, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """
+    How a language model found each text [batch, LIKELIHOOD_STATISTICS], from its `logits` at every position: the
+    mean and spread of its characters' log-probabilities and of the entropy before each, the share of characters
+    among the model's 1, 3 and 10 likeliest, and Fast-DetectGPT's analytic curvature (the text's log-likelihood
+    against what the model's own samples would score there, in their standard deviations).
+    """
+    predicting, targets = logits[:, :-1].double(), input_ids[:, 1:].unsqueeze(-1)
+    log_probs = predicting.log_softmax(dim=-1)
+    log_prob = log_probs.gather(-1, targets).squeeze(-1)
+    probs = log_probs.exp()
+    entropy = -(probs * log_probs).sum(-1)
+    variance = (probs * log_probs.square()).sum(-1) - entropy.square()
+    rank = (predicting > predicting.gather(-1, targets)).sum(-1) + 1
+    real = torch.ones_like(input_ids) if attention_mask is None else attention_mask[:, -input_ids.shape[1] :]
+    kept = (real[:, :-1] * real[:, 1:]).double()  # a real character predicted from a real position
+    count = kept.sum(1).clamp(min=1)
+
+    def mean(values):
+        return (values * kept).sum(1) / count
+
+    def spread(values):
+        return (((values - mean(values).unsqueeze(1)) ** 2 * kept).sum(1) / (count - 1).clamp(min=1)).sqrt()
+
+    curvature = ((log_prob + entropy) * kept).sum(1) / (variance * kept).sum(1).clamp(min=1e-12).sqrt()
+    shares = [mean((rank <= top).double()) for top in (1, 3, 10)]
+    return torch.stack([mean(log_prob), spread(log_prob), mean(entropy), spread(entropy), *shares, curvature], dim=1)
+
+
+class CharLSTMLikelihoodScore(nn.Module):
+    """
+    Logits from the generator's own view of a text: its language-model head on the top-layer states, the text's
+    `likelihood_statistics` and their squared distances from human texts' (`human_center`, in units of
+    `human_spread`: sampling moves a text's likelihood both ways from real text's), read by a linear map `weight`.
+    """
+
+    def __init__(self, config: CharLSTMConfig):
+        super().__init__()
+        self.lm_head = nn.Linear(config.hidden_sizes[-1], config.vocab_size)
+        size = len(LIKELIHOOD_STATISTICS)
+        self.weight = nn.Parameter(torch.zeros(config.num_labels, 2 * size))
+        self.register_buffer("human_center", torch.zeros(size))
+        self.register_buffer("human_spread", torch.ones(size))
+
+    def forward(self, hidden: torch.Tensor, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None):
+        statistics = likelihood_statistics(self.lm_head(hidden), input_ids, attention_mask)
+        distances = ((statistics - self.human_center) / self.human_spread) ** 2
+        return (torch.cat([statistics, distances], dim=1) @ self.weight.T.double()).to(hidden.dtype)
+
+
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
     """
     Classifies a whole text from the top-layer states (`config.classifier_pooling`): the state at its last real
@@ -534,6 +594,7 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.score = nn.Linear(config.hidden_sizes[-1], config.num_labels)
         self.ngrams = CharLSTMNgramScore(config) if config.ngram_buckets else None
+        self.likelihood = CharLSTMLikelihoodScore(config) if config.likelihood_features else None
         self.post_init()
 
     def forward(
@@ -547,8 +608,9 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         **kwargs,
     ) -> CharLSTMSequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if self.ngrams is not None and input_ids is None:
-            raise ValueError("this classifier also reads the text's character n-grams: pass input_ids, not embeddings")
+        if (self.ngrams is not None or self.likelihood is not None) and input_ids is None:
+            raise ValueError("this classifier also reads the text's characters themselves: pass input_ids, "
+                             "not embeddings")
         hidden, _, hidden_states = self.model.run_layers(
             input_ids, attention_mask, None, False, inputs_embeds, output_hidden_states
         )
@@ -561,6 +623,8 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         logits = self.score(self.dropout(pooled))
         if self.ngrams is not None:
             logits = logits + self.ngrams(input_ids, attention_mask)
+        if self.likelihood is not None:
+            logits = logits + self.likelihood(hidden, input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

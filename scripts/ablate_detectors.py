@@ -14,8 +14,8 @@ Features, computed once with the frozen generator and cached in `--cache`: the m
 (log-likelihood, entropy, ranks, Fast-DetectGPT's curvature: `charlstm.detection.probe`). Methods, each a logistic
 regression: `ngram` (character 1-4-gram TF-IDF, scikit-learn), `likelihood` (the statistics and their squared
 distances from human texts'), `top` (mean top-layer state), `layers` (every layer's mean), `layers+lik.` (both);
-and the combinations `ngram+top`, `ngram+layers+lik.` and `ngram+lik.`, no further fit: the parts' margins, each
-standardised over the scored texts, averaged.
+and the combinations `ngram+top`, `ngram+layers+lik.`, `ngram+lik.` and `ngram+top+lik.`, no further fit: the
+parts' margins, each standardised over the scored texts, averaged.
 
 Splits (`charlstm.detection.families`): leave-one-family-out (every text of a generator family is tested, none
 trained on; half of the human texts of the sets it appears in are tested beside them), leave-one-set-out (a whole
@@ -57,7 +57,7 @@ from charlstm.generation.sampling import load_generator
 
 # Combinations: no further fit, each part's margins standardised over the scored texts (no labels), averaged.
 COMBINED = {"ngram+top": ("ngram", "top"), "ngram+layers+lik.": ("ngram", "layers+lik."),
-            "ngram+lik.": ("ngram", "likelihood")}
+            "ngram+lik.": ("ngram", "likelihood"), "ngram+top+lik.": ("ngram", "top", "likelihood")}
 METHODS = ("ngram", "likelihood", "top", "layers", "layers+lik.", *COMBINED)
 OWN_GRID = SamplingGrid(temperatures=(0.6, 0.8, 1.0, 1.2), top_ks=(0, 20), top_ps=(1.0, 0.9), max_new_tokens=(600,))
 CURLY = "\u2018\u2019\u201c\u201d"
@@ -259,7 +259,7 @@ def main() -> int:
                     parts = [computed[part] if part in computed else
                              score(part, kind, train, test, in_distribution, labels, features, counts, length, args)
                              for part in COMBINED[method]]
-                    scores = sum((part - part.mean()) / (part.std() + 1e-12) for part in parts) / 2
+                    scores = sum((part - part.mean()) / (part.std() + 1e-12) for part in parts) / len(parts)
                 else:
                     scores = score(method, kind, train, test, in_distribution, labels, features, counts, length, args)
                 computed[method] = scores

@@ -31,7 +31,15 @@ from charlstm.detection.metrics import (
     threshold_for_false_positive_rate,
     threshold_metrics,
 )
-from charlstm.detection.probe import NgramHead, frozen_features, ngram_counts
+from charlstm.detection.probe import (
+    LikelihoodHead,
+    LinearHead,
+    NgramHead,
+    StackedHead,
+    frozen_detector_model,
+    frozen_features,
+    ngram_counts,
+)
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
@@ -759,12 +767,13 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     assert short.verdict == foreign.verdict == "cannot judge" and short.machine_probability is None
     assert "12 characters long" in short.reason and "does not know" in foreign.reason
 
-    # The same with the text's character n-grams averaged in, read by the saved model itself.
+    # The same with the text's character n-grams and the generator's likelihood view averaged in, read by the saved
+    # model itself.
     stacked_path = tmp_path / "frozen-ngrams"
     assert main(["detector", "train", str(mixed_data_dir), str(stacked_path), "--generator", str(generator_dir),
-                 "--frozen", "--max-chars", "120", "--ngram-buckets", "4099"]) == 0
+                 "--frozen", "--max-chars", "120", "--ngram-buckets", "4099", "--likelihood"]) == 0
     stacked = Detector(stacked_path)
-    assert stacked.pipeline.model.config.ngram_buckets == 4099
+    assert stacked.pipeline.model.config.ngram_buckets == 4099 and stacked.pipeline.model.config.likelihood_features
     assert load_file(stacked_path / "model.safetensors")["ngrams.weight"].abs().sum() > 0
     for source in set(everything["source"]):
         figures = evaluate(stacked, everything.filter(lambda row, source=source: row["source"] == source))
@@ -775,6 +784,22 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
         if detection.machine_probability is not None:
             machine = next(label["score"] for label in labels if label["label"] == "machine")
             assert detection.machine_probability == pytest.approx(machine, abs=1e-5)
+
+
+def test_the_models_likelihood_score_is_the_fitted_likelihood_heads_margin(tiny_tokenizer, tiny_model, tiny_model_dir):
+    # Training reads the statistics from the generator's pass (frozen_features); the model computes them in forward.
+    texts = ["The tacos were great and the salsa was fresh.", "Cold fries, slow waiter. We waited forty minutes.",
+             "Decent pizza for the price; the crust was thin.", "Meh. The soup was salty and the bread was stale."]
+    statistics = frozen_features(tiny_model, tiny_tokenizer, texts, lengths=(30,)).likelihood[30]
+    head = StackedHead(LinearHead(np.zeros(24), 0.0), likelihood=LikelihoodHead.fit(statistics, [1, 0, 1, 0]))
+    model = frozen_detector_model(str(tiny_model_dir), head)
+    batch = tiny_tokenizer([text[:30] for text in texts], padding=True, padding_side="left", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    in_model = (logits[:, MACHINE] - logits[:, 1 - MACHINE]).numpy()
+    # Within float32's rounding of the large bias a near-constant statistic of this untrained model gives its head.
+    assert np.allclose(in_model, head.likelihood.margins(statistics), atol=0.02)
+    assert len(set(np.round(in_model, 4))) == 4
 
 
 def test_the_models_ngram_score_is_the_fitted_n_gram_heads_margin(tiny_tokenizer):

@@ -120,6 +120,9 @@ def add_commands(subparsers) -> None:
     train.add_argument("--ngram-buckets", type=integer, default=0,
                        help="--frozen: average in a logistic regression on the text's character 1-4-grams hashed into "
                        "this many buckets, read by the model itself (0 = none; default: %(default)s)")
+    train.add_argument("--likelihood", action="store_true",
+                       help="--frozen: average in a logistic regression on how the generator itself finds the text "
+                       "(log-probabilities, entropy, ranks, curvature), which catches its own samples best")
     train.add_argument("--per-side", type=int, default=400,
                        help="--frozen: most human and most machine texts per source of DATA (default: %(default)s)")
     train.set_defaults(func=run_train_detector)
@@ -298,7 +301,7 @@ def run_train_frozen(args, generator_dir: str, data) -> int:
     rows = balanced_selection(rows, args.per_side, args.seed)
     lengths = tuple(length for length in (100, 200, 400) if length <= args.max_chars) or (args.max_chars,)
     log = build_frozen_detector(generator_dir, rows, args.output, lengths=lengths, seed=args.seed,
-                                ngram_buckets=args.ngram_buckets)
+                                ngram_buckets=args.ngram_buckets, likelihood=args.likelihood)
     write_json(Path(args.output) / DETECTOR_LOG, {**log, "left_out_sources": list(args.leave_out_source)})
     print(json.dumps({key: log[key] for key in ("threshold", "uncertain_band", "tested_on")}, indent=2))
     return 0

@@ -10,20 +10,17 @@ the generator's and whose `score` layer is the regression, so it is saved as an 
 (`NgramHead`, the model's own `CharLSTMNgramScore`) is averaged in: the two err on different texts.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..modeling_charlstm import character_ngram_buckets
+from ..modeling_charlstm import LIKELIHOOD_STATISTICS, character_ngram_buckets, likelihood_statistics
 from ..tokenization_charlstm import normalize_text
 from .calibration import fit_logistic
 from .settings import LABELS, MACHINE
-
-LIKELIHOOD_STATISTICS = ("log_prob_mean", "log_prob_std", "entropy_mean", "entropy_std", "top1_share",
-                         "top3_share", "top10_share", "curvature")
 
 
 @dataclass
@@ -60,38 +57,20 @@ def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...]
         batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
         last, _, states = model.model.run_layers(batch["input_ids"], batch["attention_mask"], None, False, None, True)
         every = torch.cat(states, dim=-1)  # [batch, positions, embedding_dim + sum(hidden_sizes)]
-        per_position = _per_position(model.lm_head(last).float(), batch["input_ids"])
+        logits = model.lm_head(last)
         width = batch["input_ids"].shape[1]
-        for row, index in enumerate(chunk):
-            begin = width - len(rows[row])  # the <bos> position
-            for k in lengths:
+        begins = torch.tensor([width - len(row) for row in rows])  # the <bos> positions
+        for k in lengths:
+            up_to_k = batch["attention_mask"] * (torch.arange(width) <= (begins + k).unsqueeze(1))
+            statistics = likelihood_statistics(logits, batch["input_ids"], up_to_k).numpy()
+            for row, index in enumerate(chunk):
                 if len(crops[index]) < k:
                     continue
+                begin = int(begins[row])
                 top[k][index] = last[row, begin : begin + k + 1].mean(0).numpy()
                 layers[k][index] = every[row, begin : begin + k + 1].mean(0).numpy()
-                likelihood[k][index] = _statistics([column[row, begin : begin + k] for column in per_position])
+                likelihood[k][index] = statistics[row]
     return FrozenFeatures(top, layers, likelihood)
-
-
-def _per_position(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """For the token at every position after the first: its log-probability, the entropy there, the variance of the
-    log-probability of the model's own sample there, and its rank. [batch, positions - 1] each."""
-    predicting, targets = logits[:, :-1], input_ids[:, 1:].unsqueeze(-1)
-    log_probs_all = torch.log_softmax(predicting, dim=-1)
-    log_prob = log_probs_all.gather(-1, targets).squeeze(-1)
-    probs = log_probs_all.exp()
-    expected = (probs * log_probs_all).sum(-1)
-    variance = (probs * log_probs_all.square()).sum(-1) - expected.square()
-    rank = (predicting > predicting.gather(-1, targets)).sum(-1) + 1
-    return log_prob.double(), -expected.double(), variance.double(), rank
-
-
-def _statistics(columns: list[torch.Tensor]) -> list[float]:
-    log_prob, entropy, variance, rank = columns
-    curvature = (log_prob.sum() + entropy.sum()) / variance.sum().clamp(min=1e-12).sqrt()
-    return [log_prob.mean().item(), log_prob.std().item(), entropy.mean().item(), entropy.std().item(),
-            (rank <= 1).double().mean().item(), (rank <= 3).double().mean().item(),
-            (rank <= 10).double().mean().item(), curvature.item()]
 
 
 @dataclass
@@ -157,61 +136,116 @@ def ngram_counts(tokenizer, texts: list[str], length: int, max_n: int, buckets: 
     return csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(texts), buckets))
 
 
-@dataclass
-class StackedHead:
-    """The top-layer head and the n-gram head, each margin standardised over a set of scored texts (no labels), then
-    averaged: what `scripts/ablate_detectors.py` measured as `ngram+top`. Without an n-gram head, the top head alone."""
-
-    top: LinearHead
-    ngrams: NgramHead | None = None
-    top_center: float = 0.0
-    top_scale: float = 1.0
-    ngram_center: float = 0.0
-    ngram_scale: float = 1.0
-
-    def standardised_on(self, top_features: np.ndarray, counts) -> "StackedHead":
-        if self.ngrams is None:
-            return self
-        top, ngrams = self.top.margins(top_features), self.ngrams.margins(counts)
-        return StackedHead(self.top, self.ngrams, top.mean(), 2 * top.std() + 1e-12, ngrams.mean(),
-                           2 * ngrams.std() + 1e-12)
-
-    def margins(self, top_features: np.ndarray, counts) -> np.ndarray:
-        margins = (self.top.margins(top_features) - self.top_center) / self.top_scale
-        if self.ngrams is not None:
-            margins = margins + (self.ngrams.margins(counts) - self.ngram_center) / self.ngram_scale
-        return margins
+def human_distance(statistics: np.ndarray, human_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where human texts' statistics sit: their medians and spreads (`CharLSTMLikelihoodScore`'s human_center and
+    human_spread)."""
+    # The floor keeps a statistic that barely varies among human texts from blowing its distances up.
+    return np.median(statistics[human_rows], axis=0), statistics[human_rows].std(0) + 1e-3
 
 
 def quadratic(statistics: np.ndarray, human_rows: np.ndarray) -> np.ndarray:
     """The statistics and their squared distances from the human texts' medians, in units of their spread:
     sampling moves a text's likelihood both ways from real text's, which a linear head reads only so."""
-    center = np.median(statistics[human_rows], axis=0)
-    spread = statistics[human_rows].std(0) + 1e-6
+    center, spread = human_distance(statistics, human_rows)
     return np.concatenate([statistics, ((statistics - center) / spread) ** 2], axis=1)
 
 
-def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4):
-    """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head` (its n-gram part
-    in the model's `CharLSTMNgramScore`)."""
-    from transformers import AutoModelForSequenceClassification
+@dataclass
+class LikelihoodHead:
+    """A `LinearHead` on the likelihood statistics and their squared distances from the human texts' (`quadratic`)."""
 
-    ngram_buckets = 0 if head.ngrams is None else len(head.ngrams.weights)
+    center: np.ndarray
+    spread: np.ndarray
+    head: LinearHead
+
+    @classmethod
+    def fit(cls, statistics: np.ndarray, labels: list[int], l2: float = 1e-2) -> "LikelihoodHead":
+        center, spread = human_distance(statistics, np.array(labels) == 0)
+        return cls(center, spread, LinearHead.fit(quadratic(statistics, np.array(labels) == 0), labels, l2=l2))
+
+    def margins(self, statistics: np.ndarray) -> np.ndarray:
+        distances = ((statistics - self.center) / self.spread) ** 2
+        return self.head.margins(np.concatenate([statistics, distances], axis=1))
+
+
+@dataclass
+class Views:
+    """What the heads read of the same texts: the mean top-layer state, the n-gram counts, the likelihood
+    statistics (None where no head reads them)."""
+
+    top: np.ndarray
+    counts: object = None
+    statistics: np.ndarray | None = None
+
+    def __getitem__(self, rows) -> "Views":
+        return Views(self.top[rows], None if self.counts is None else self.counts[rows],
+                     None if self.statistics is None else self.statistics[rows])
+
+
+@dataclass
+class StackedHead:
+    """
+    Heads on different views of a text, their margins each standardised over a set of scored texts (no labels) and
+    averaged: `scripts/ablate_detectors.py`'s combinations. The top-layer head alone is used as fitted.
+    """
+
+    top: LinearHead
+    ngrams: NgramHead | None = None
+    likelihood: LikelihoodHead | None = None
+    standardise: dict = field(default_factory=dict)  # part -> (center, scale)
+
+    def parts(self, views: Views) -> dict[str, np.ndarray]:
+        margins = {"top": self.top.margins(views.top)}
+        if self.ngrams is not None:
+            margins["ngrams"] = self.ngrams.margins(views.counts)
+        if self.likelihood is not None:
+            margins["likelihood"] = self.likelihood.margins(views.statistics)
+        return margins
+
+    def standardised_on(self, views: Views) -> "StackedHead":
+        parts = self.parts(views)
+        if len(parts) == 1:
+            return self
+        scales = {name: (margins.mean(), len(parts) * margins.std() + 1e-12) for name, margins in parts.items()}
+        return replace(self, standardise=scales)
+
+    def margins(self, views: Views) -> np.ndarray:
+        return sum((margins - self.standardise.get(name, (0.0, 1.0))[0]) / self.standardise.get(name, (0.0, 1.0))[1]
+                   for name, margins in self.parts(views).items())
+
+
+def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4):
+    """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head`: its n-gram part
+    in the model's `CharLSTMNgramScore`, its likelihood part in `CharLSTMLikelihoodScore` (the generator's LM head)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
     model = AutoModelForSequenceClassification.from_pretrained(
         generator_dir, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={label: index for index, label in enumerate(LABELS)}, classifier_pooling="mean",
-        ngram_buckets=ngram_buckets, ngram_max_n=ngram_max_n, dtype=torch.float32,
+        ngram_buckets=0 if head.ngrams is None else len(head.ngrams.weights), ngram_max_n=ngram_max_n,
+        likelihood_features=head.likelihood is not None, dtype=torch.float32,
     )
-    bias = (head.top.bias - head.top_center) / head.top_scale
+
+    def folded(name: str, linear) -> tuple[torch.Tensor, float]:
+        center, scale = head.standardise.get(name, (0.0, 1.0))
+        return torch.from_numpy(linear.weights / scale).float(), (linear.bias - center) / scale
+
     with torch.no_grad():
-        model.score.weight.zero_()
-        model.score.bias.zero_()
+        for parameter in (model.score.weight, model.score.bias):
+            parameter.zero_()
         # Only the difference of the two logits counts: the machine row carries the whole margin.
-        model.score.weight[MACHINE] = torch.from_numpy(head.top.weights / head.top_scale).float()
+        model.score.weight[MACHINE], bias = folded("top", head.top)
         if head.ngrams is not None:
             model.ngrams.idf.copy_(torch.from_numpy(head.ngrams.idf))
-            model.ngrams.weight[MACHINE] = torch.from_numpy(head.ngrams.weights / head.ngram_scale).float()
-            bias += (head.ngrams.bias - head.ngram_center) / head.ngram_scale
+            model.ngrams.weight[MACHINE], part_bias = folded("ngrams", head.ngrams)
+            bias += part_bias
+        if head.likelihood is not None:
+            generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32)
+            model.likelihood.lm_head.load_state_dict(generator.lm_head.state_dict())
+            model.likelihood.human_center.copy_(torch.from_numpy(head.likelihood.center))
+            model.likelihood.human_spread.copy_(torch.from_numpy(head.likelihood.spread))
+            model.likelihood.weight[MACHINE], part_bias = folded("likelihood", head.likelihood.head)
+            bias += part_bias
         model.score.bias[MACHINE] = bias
     return model.eval()
 
@@ -224,18 +258,18 @@ def normalised(texts: list[str]) -> list[str]:
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                           lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = 0.3,
                           max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
-                          ngram_buckets: int = 0, ngram_max_n: int = 4) -> dict:
+                          ngram_buckets: int = 0, ngram_max_n: int = 4, likelihood: bool = False) -> dict:
     """
-    Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression on
-    the mean top-layer state (averaged with one on the hashed character n-grams when `ngram_buckets`, each
-    standardised over the tested texts' longest crops), fitted on crops of every length in `lengths` of a
-    `1 - test_share` part of `rows`
-    (dicts with text, label 0/1, source, generator; split by `text_groups`, so no rewrite of a tested text is
-    trained on). Its tokenizer normalises (`normalize_text`) and reads at most max(`lengths`) characters. On the
-    tested part, read by the saved detector as `charlstm detect` reads it: the threshold at which at most
-    `max_false_positive_rate` of each source's human texts are called machine, the uncertain band, and per source
-    and per generator family the AUC, the AUC of a head fitted without it (a generator it never saw) and the share of
-    machine texts caught, all recorded in its config (`record_decision`). Returns what it measured.
+    Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression
+    on the mean top-layer state, averaged with one on the hashed character n-grams when `ngram_buckets` and with one
+    on the generator's likelihood statistics when `likelihood` (each standardised over the tested texts' longest
+    crops), fitted on crops of every length in `lengths` of a `1 - test_share` part of `rows` (dicts with text,
+    label 0/1, source, generator; split by `text_groups`, so no rewrite of a tested text is trained on). Its
+    tokenizer normalises (`normalize_text`) and reads at most max(`lengths`) characters. On the tested part, read by
+    the saved detector as `charlstm detect` reads it: the threshold at which at most `max_false_positive_rate` of
+    each source's human texts are called machine, the uncertain band, and per source and per generator family the
+    AUC, the AUC of a head fitted without it (a generator it never saw) and the share of machine texts caught, all
+    recorded in its config (`record_decision`). Returns what it measured.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -262,28 +296,28 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                 for row, label in zip(rows, labels)]
     groups = text_groups(texts, [row.get("pair_id") for row in rows])
     train, test = group_split(groups, test_share, seed)
-    features = frozen_features(generator, tokenizer, texts, lengths, batch_size).top
+    features = frozen_features(generator, tokenizer, texts, lengths, batch_size)
+    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) if ngram_buckets else None
+              for k in lengths}
+    views = {k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood else None) for k in lengths}
     longest = max(lengths)
-    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) for k in lengths if ngram_buckets}
 
     def usable(length: int, indices: list[int]) -> list[int]:
-        return [i for i in indices if not np.isnan(features[length][i, 0])]
+        return [i for i in indices if not np.isnan(features.top[length][i, 0])]
 
     def fit(indices: list[int], scored: list[int]) -> StackedHead:
         """Fitted on the crops of `indices`; the parts standardised over the longest crops of `scored`."""
-        crops = {k: usable(k, indices) for k in lengths}
-        crop_labels = [int(labels[i]) for k in lengths for i in crops[k]]
-        top = LinearHead.fit(np.concatenate([features[k][crops[k]] for k in lengths]), crop_labels, l2=l2)
-        if not ngram_buckets:
-            return StackedHead(top)
-        from scipy.sparse import vstack
+        crops = [views[k][usable(k, indices)] for k in lengths]
+        crop_labels = [int(labels[i]) for k in lengths for i in usable(k, indices)]
+        head = StackedHead(LinearHead.fit(np.concatenate([crop.top for crop in crops]), crop_labels, l2=l2))
+        if ngram_buckets:
+            from scipy.sparse import vstack
 
-        ngrams = NgramHead.fit(vstack([counts[k][crops[k]] for k in lengths]), crop_labels)
-        scored = usable(longest, scored)
-        return StackedHead(top, ngrams).standardised_on(features[longest][scored], counts[longest][scored])
-
-    def margins(head: StackedHead, indices: list[int]) -> np.ndarray:
-        return head.margins(features[longest][indices], counts[longest][indices] if ngram_buckets else None)
+            head.ngrams = NgramHead.fit(vstack([crop.counts for crop in crops]), crop_labels)
+        if likelihood:
+            head.likelihood = LikelihoodHead.fit(np.concatenate([crop.statistics for crop in crops]), crop_labels,
+                                                 l2=l2)
+        return head.standardised_on(views[longest][usable(longest, scored)])
 
     head = fit(train, test)
     frozen_detector_model(generator_dir, head, ngram_max_n).save_pretrained(output_dir)
@@ -304,7 +338,7 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
         on = usable(longest, on)
         if len(set(labels[on].tolist())) < 2:
             return None
-        return roc_auc(labels[on].tolist(), margins(fit(fitted_without, on), on).tolist())
+        return roc_auc(labels[on].tolist(), fit(fitted_without, on).margins(views[longest][on]).tolist())
 
     def row_for(name: str, kind: str, members: list[int], held_out: list[bool]) -> dict | None:
         member_labels = [int(labels[i]) for i in members]
@@ -333,5 +367,5 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                     threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths))
     return {"generator": str(generator_dir), "texts": len(rows), "train_texts": len(train), "test_texts": len(test),
             "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "ngram_buckets": ngram_buckets,
-            "ngram_max_n": ngram_max_n, "threshold": threshold,
+            "ngram_max_n": ngram_max_n, "likelihood": likelihood, "threshold": threshold,
             "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}

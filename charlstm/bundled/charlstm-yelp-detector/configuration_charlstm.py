@@ -51,6 +51,9 @@ class CharLSTMConfig(PreTrainedConfig):
             scored by a linear layer whose logits add to the pooled state's (0: none). A frozen generator's states
             and the n-grams err on different texts: together they transfer to unseen generators better than either.
         ngram_max_n: the longest n-gram counted.
+        likelihood_features: the classification head also reads how the generator's own language-model head finds
+            the text (per-character log-probabilities, entropy, ranks, Fast-DetectGPT's curvature): what catches the
+            generator's own samples best.
         detection: a detector's decision (threshold, uncertain band, calibration, what it was tested on), as
             `charlstm.detection.decision.DetectorDecision` reads and writes it; None for a generator. Kept in the
             config so that every way of loading the detector gives the same verdict.
@@ -72,6 +75,7 @@ class CharLSTMConfig(PreTrainedConfig):
         classifier_pooling: str = "last",
         ngram_buckets: int = 0,
         ngram_max_n: int = 4,
+        likelihood_features: bool = False,
         detection: dict | None = None,
         pad_token_id: int | None = 0,
         bos_token_id: int | None = 1,
@@ -91,6 +95,7 @@ class CharLSTMConfig(PreTrainedConfig):
         self.classifier_pooling = classifier_pooling
         self.ngram_buckets = ngram_buckets
         self.ngram_max_n = ngram_max_n
+        self.likelihood_features = likelihood_features
         self.detection = detection
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
