@@ -778,6 +778,8 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     for source in set(everything["source"]):
         figures = evaluate(stacked, everything.filter(lambda row, source=source: row["source"] == source))
         assert figures["roc_auc"] >= 0.8, (source, figures)
+    card = render_model_card(stacked_path)  # says what the head reads and what it trained on
+    assert "character 1-4-grams" in card and "how likely the generator finds" in card and "other-generator" in card
     texts = everything["text"][:6]
     by_pipeline = pipeline("text-classification", model=str(stacked_path), top_k=None)(texts, truncation=True)
     for detection, labels in zip(stacked.predict(texts), by_pipeline):

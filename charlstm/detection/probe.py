@@ -271,8 +271,12 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     AUC, the AUC of a head fitted without it (a generator it never saw) and the share of machine texts caught, all
     recorded in its config (`record_decision`). Returns what it measured.
     """
+    import time
+
+    import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..training.report import device_name
     from .decision import choose_decision, record_decision
     from .detector import Detector
     from .families import (
@@ -285,7 +289,9 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
         text_groups,
     )
     from .metrics import roc_auc, threshold_metrics
+    from .training import source_counts
 
+    started = time.perf_counter()
     generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(generator_dir)
     texts = normalised([row["text"] for row in rows])
@@ -365,7 +371,14 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
         by_family += [row] if row else []
     record_decision(output_dir, threshold=threshold, uncertain_band=band, tested_on=tuple(tested_on + by_family),
                     threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths))
-    return {"generator": str(generator_dir), "texts": len(rows), "train_texts": len(train), "test_texts": len(test),
+    tested_labels = [int(labels[i]) for i in tested]
+    overall = {"roc_auc": roc_auc(tested_labels, [scored[i] for i in tested]), "texts": len(tested),
+               **threshold_metrics(tested_labels, [scored[i] for i in tested], threshold)}
+    return {"generator": str(generator_dir), "frozen": True, "texts": len(rows), "train_texts": len(train),
+            "test_texts": len(test), "test": overall, "crop_chars": [min(lengths), max(lengths)],
+            "train_sources": source_counts(datasets.Dataset.from_list(
+                [{key: rows[i][key] for key in ("source", "domain", "generator", "label")} for i in train])),
+            "train_seconds": round(time.perf_counter() - started, 1), "device": device_name(torch.device("cpu")),
             "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "ngram_buckets": ngram_buckets,
             "ngram_max_n": ngram_max_n, "likelihood": likelihood, "threshold": threshold,
             "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}

@@ -219,11 +219,12 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         generator=Path(log["generator"]).name if log.get("generator") else NOT_MEASURED,
         train_texts=_figure(log.get("train_texts"), "{:,}"),
         crop_chars=f"{crop[0]}-{crop[1]} characters" if isinstance(crop, list) and len(crop) == 2 else NOT_MEASURED,
-        max_steps=_figure(log.get("max_steps"), "{:,}"),
-        batch_size=_figure(log.get("batch_size"), "{:,}"),
+        optimisation=("none: the generator's layers as they are, logistic-regression heads on what they give"
+                      if log.get("frozen") else
+                      f"{_figure(log.get('max_steps'), '{:,}')}, {_figure(log.get('batch_size'), '{:,}')}"),
         hidden_sizes=" x ".join(str(size) for size in config.get("hidden_sizes") or []) or NOT_MEASURED,
         num_parameters=_figure(_parameter_count(model_dir), "{:,}"),
-        pooling=POOLING_WORDS.get(config.get("classifier_pooling", "last"), NOT_MEASURED),
+        pooling=_head_words(config),
         probabilities=_calibration_words(decision.calibration or {}),
         train_time=_figure(seconds / 60 if isinstance(seconds, (int, float)) else None, "{:,.1f} minutes")
         + (f" on {log['device']}" if isinstance(seconds, (int, float)) and log.get("device") else ""),
@@ -240,6 +241,17 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         **{name: _figure(value, "{:.4f}") for name, value in metrics.items()},
     )
     return _render(DETECTOR_TEMPLATE, card_data, context)
+
+
+def _head_words(config: dict) -> str:
+    """What the classification head reads: the pooled states, and the n-grams and likelihood heads averaged in."""
+    words = POOLING_WORDS.get(config.get("classifier_pooling", "last"), NOT_MEASURED)
+    extra = []
+    if config.get("ngram_buckets"):
+        extra.append(f"the text's character 1-{config.get('ngram_max_n', 4)}-grams (TF-IDF, hashed)")
+    if config.get("likelihood_features"):
+        extra.append("how likely the generator finds each of its characters")
+    return words + (f", averaged with heads on {' and on '.join(extra)}" if extra else "")
 
 
 def _calibration_words(calibration: dict) -> str:
