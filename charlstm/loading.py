@@ -22,7 +22,8 @@ from .errors import MissingFileError, UsageError
 from .weights import check_finite_weights
 
 # The models the project ships, as package data: used whenever no model is named. The generator is made by
-# `charlstm train` (scripts/train_yelp.sh), the detector by `charlstm detector train` (scripts/build_detector.sh).
+# `charlstm train` (scripts/train_yelp.sh), the detector by `charlstm detector train --frozen`
+# (scripts/build_frozen_detector.sh).
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_MODEL = BUNDLED_DIR / "charlstm-yelp"
 BUNDLED_DETECTOR = BUNDLED_DIR / "charlstm-yelp-detector"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The recipe of the bundled detector charlstm/bundled/charlstm-yelp-detector, from the bundled generator
-# charlstm/bundled/charlstm-yelp and the labelled sets of other people's generators in LABELLED_DIR (GPT-3 Yelp
-# reviews, GPT-2 Amazon reviews, GPT-3.5/GPT-4/davinci/ada Yelp rewrites; see that folder's README):
+# The recipe of the fine-tuned detector (the bundled one until scripts/build_frozen_detector.sh's detector, which
+# transfers better to generators it never saw, replaced it; scripts/compare_detectors.py has both side by side),
+# from the bundled generator charlstm/bundled/charlstm-yelp and the labelled sets of other people's generators in
+# LABELLED_DIR (GPT-3 Yelp reviews, GPT-2 Amazon reviews, GPT-3.5/GPT-4/davinci/ada Yelp rewrites; see its README):
 # 1. the data: 3,000 of the generator's held-out Yelp reviews and 2,000 reviews it writes (temperatures 0.5-1.2,
 #    top-k 0/20, top-p 1.0/0.9, star prompts, length caps 300/600/1000), and every labelled row except human ones
 #    the generator trained on; each source split 80/20 on its own. The extra human reviews balance the Yelp domain:
@@ -25,7 +26,7 @@
 #   scripts/build_detector.sh [DETECTOR_DIR] [LABELLED_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DETECTOR_DIR=${1:-charlstm/bundled/charlstm-yelp-detector}
+DETECTOR_DIR=${1:-runs/detector-finetuned}
 LABELLED_DIR=${2:-../shared/data/detection}
 GENERATOR=charlstm/bundled/charlstm-yelp
 DATA_DIR=runs/detector-data

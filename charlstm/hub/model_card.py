@@ -251,7 +251,7 @@ def _head_words(config: dict) -> str:
         extra.append(f"the text's character 1-{config.get('ngram_max_n', 4)}-grams (TF-IDF, hashed)")
     if config.get("likelihood_features"):
         extra.append("how likely the generator finds each of its characters")
-    return words + (f", averaged with heads on {' and on '.join(extra)}" if extra else "")
+    return words + (f", averaged with a head on {' and one on '.join(extra)}" if extra else "")
 
 
 def _calibration_words(calibration: dict) -> str:
