@@ -11,6 +11,7 @@ from transformers import pipeline
 
 from charlstm.generation.sampling import saved_generation_config
 from charlstm.generation.settings import GenerationSettings
+from charlstm.hub import endpoint_handler
 from charlstm.hub.endpoint_handler import EndpointHandler
 from charlstm.loading import BUNDLED_MODEL
 from tests.conftest import make_tiny_model
@@ -93,6 +94,15 @@ def test_endpoint_seed_is_the_requests_own(handler):
     assert handler(request) == first
     assert handler({**request, "parameters": {**request["parameters"], "seed": 6}}) != first
     assert first[0] != first[1]  # the rows of one request are different draws
+
+
+def test_endpoint_guidance_defaults_to_charlstm_generates_and_is_checked(handler):
+    assert endpoint_handler.DEFAULT_GUIDANCE == GenerationSettings.guidance
+    request = {"inputs": PROMPT, "parameters": {"max_new_tokens": 30, "seed": 5, "stars": 1}}
+    assert handler({**request, "parameters": {**request["parameters"], "guidance": GenerationSettings.guidance}}) == \
+        handler(request)
+    with pytest.raises(ValueError, match="guidance must be from 1"):
+        handler({**request, "parameters": {**request["parameters"], "guidance": 0.5}})
 
 
 def test_concurrent_requests_keep_their_seeded_text(handler):

@@ -19,6 +19,7 @@ from charlstm.cli import main
 from charlstm.generation.rating import star_probabilities
 from charlstm.generation.sampling import load_generator
 from charlstm.generation.settings import GenerationSettings, check_settings
+from charlstm.hub.endpoint_handler import EndpointHandler
 from charlstm.loading import BUNDLED_MODEL, load_model
 from charlstm.modeling_charlstm import ratings_in_force
 from charlstm.training.data import framed_stream, pack_reviews
@@ -174,6 +175,16 @@ def test_guidance_keeps_a_hot_sample_to_its_rating(trained_dir):
         own[guidance] = sum(count[stars] for stars, count in zip(RATING_WORDS, counts))
         other[guidance] = sum(count[6 - stars] for stars, count in zip(RATING_WORDS, counts))
     assert own[4.0] >= 3 * own[1.0] and other[4.0] <= other[1.0], (own, other)
+
+
+def test_the_endpoint_guides_a_hot_sample_to_its_rating_too(trained_dir):
+    handler = EndpointHandler(str(trained_dir))
+    counts = {}
+    for guidance in (1.0, 4.0):
+        texts = handler({"inputs": "The", "parameters": {"stars": 1, "guidance": guidance, "temperature": 2.0,
+                                                         "max_new_tokens": 200, "seed": 1, "num_return_sequences": 4}})
+        counts[guidance] = rating_word_counts(" ".join(text["generated_text"] for text in texts))[1]
+    assert counts[4.0] >= 3 * counts[1.0] > 0, counts
 
 
 def test_an_unconditioned_sample_starts_like_a_review_and_is_cut_at_a_word_end(trained_dir):

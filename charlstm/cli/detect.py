@@ -113,9 +113,10 @@ def add_commands(subparsers) -> None:
     train.add_argument(
         "--frozen", action="store_true",
         help="keep the generator's LSTM as it is and fit only a logistic-regression head on its mean top-layer state "
-        "(one pass per text, minutes on a CPU): the head that transferred best to generator families it never saw "
-        "(scripts/ablate_detectors.py). Uses both splits of DATA, split again so that rewrites of a tested text are "
-        "never trained on, and records the threshold, band and per-set and per-family figures in the config",
+        "(one pass per text, minutes on a CPU); with --ngram-buckets, averaged with one on the text's n-grams, what "
+        "transferred best to generator families it never saw (scripts/ablate_detectors.py). Uses both splits of "
+        "DATA, split again so that rewrites of a tested text are never trained on, and records the threshold, band "
+        "and per-set and per-family figures in the config",
     )
     train.add_argument("--ngram-buckets", type=integer, default=0,
                        help="--frozen: average in a logistic regression on the text's character 1-4-grams hashed into "

@@ -32,7 +32,12 @@ PARAMETER_TYPES = {
     "do_sample": bool,
     "num_return_sequences": int,
     "seed": int,
+    "guidance": float,
 }
+# How strongly a review asked for a rating keeps to it (classifier-free guidance; 1 = off): the default of
+# `charlstm.generation.settings.GenerationSettings.guidance`, which this file cannot import (a test holds them equal).
+DEFAULT_GUIDANCE = 5.0
+MAX_GUIDANCE = 10.0
 MAX_NEW_TOKENS = 2000
 MAX_RETURN_SEQUENCES = 8
 
@@ -68,8 +73,9 @@ class EndpointHandler:
     def __call__(self, data: dict) -> list:
         """
         `inputs`: the start of the review ("" to start from nothing), or a list of such starts. `parameters`:
-        `stars` (1-5, star-conditioned models), `max_new_tokens`, `temperature`, `top_k`, `top_p`, `do_sample`
-        (default true), `num_return_sequences`, `seed`. Returns `[{"generated_text": ...}]` per input (the prompt
+        `stars` (1-5, star-conditioned models), `guidance` (with `stars`: how strongly the review keeps to them, 1 =
+        off), `max_new_tokens`, `temperature`, `top_k`, `top_p`, `do_sample` (default true), `num_return_sequences`,
+        `seed`. Returns `[{"generated_text": ...}]` per input (the prompt
         included, as the text-generation pipeline does); a list input gets a list of such lists.
         """
         inputs = data.get("inputs", "")
@@ -101,6 +107,8 @@ class EndpointHandler:
             raise ValueError(f"max_new_tokens must be from 1 to {MAX_NEW_TOKENS}")
         if not 1 <= checked.get("num_return_sequences", 1) <= MAX_RETURN_SEQUENCES:
             raise ValueError(f"num_return_sequences must be from 1 to {MAX_RETURN_SEQUENCES}")
+        if not 1.0 <= checked.get("guidance", 1.0) <= MAX_GUIDANCE:
+            raise ValueError(f"guidance must be from 1 (none) to {MAX_GUIDANCE}")
         if checked.get("temperature", 1.0) <= 0 or not 0 < checked.get("top_p", 1.0) <= 1:
             raise ValueError("temperature must be above 0 and top_p in (0, 1]")
         return checked
@@ -110,7 +118,15 @@ class EndpointHandler:
         stars, seed = parameters.pop("stars", None), parameters.pop("seed", None)
         # The tokenizer reads a star token written into the text ("<5star>...") as that token, after its <bos>.
         input_ids = self.tokenizer(f"<{stars}star>{prompt}" if stars else prompt, return_tensors="pt")["input_ids"]
-        input_ids = input_ids.expand(parameters.pop("num_return_sequences", 1), -1)
+        rows = parameters.pop("num_return_sequences", 1)
+        input_ids = input_ids.expand(rows, -1)
+        guidance = parameters.pop("guidance", DEFAULT_GUIDANCE)
+        if stars and guidance != 1.0:
+            # Classifier-free guidance towards the rating, as `charlstm generate` writes: the library's own, with
+            # the same prompt without its star token as the unconditional side.
+            unrated = self.tokenizer(prompt, return_tensors="pt")["input_ids"].expand(rows, -1)
+            parameters.update(guidance_scale=guidance, negative_prompt_ids=unrated,
+                              negative_prompt_attention_mask=torch.ones_like(unrated))
         # The saved generation_config.json supplies what a request leaves out, and the tokens never to write.
         defaults = self.model.generation_config
         temperature = parameters.pop("temperature", defaults.temperature or 1.0)
