@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 # torch goes in first, as the Makefile installs it: an unpinned torch with none installed pulls a CUDA build.
 TORCH = re.search(r"torch==[\w.]+", (ROOT / "Makefile").read_text()).group(0)
-REVIEW = "The service was friendly and the food came out hot."
+REVIEW = ("The service was friendly and the food came out hot. We shared the nachos and two plates of tacos, and we "
+          "will be back.")  # long enough for the detector to judge
 
 
 def run(command: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -74,8 +75,10 @@ def test_detect_judges_with_the_bundled_detector(installed):
     (detection,) = json.loads(result.stdout)
     assert detection["label"] in ("human", "machine")
     assert 0.0 <= detection["machine_probability"] <= 1.0
-    assert detection["label"] == ("machine" if detection["machine_probability"] >= 0.5 else "human")
     assert detection["characters_read"] == len(REVIEW) and not detection["truncated"]
+    short = run([str(bin_dir / "charlstm"), "detect", "Great tacos.", "--json"], elsewhere, env)
+    (detection,) = json.loads(short.stdout)
+    assert detection["verdict"] == "cannot judge" and detection["machine_probability"] is None
 
 
 def test_model_card_renders_the_installed_bundled_generator(installed):
