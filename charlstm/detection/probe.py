@@ -143,11 +143,15 @@ def human_distance(statistics: np.ndarray, human_rows: np.ndarray) -> tuple[np.n
     return np.median(statistics[human_rows], axis=0), statistics[human_rows].std(0) + 1e-3
 
 
-def quadratic(statistics: np.ndarray, human_rows: np.ndarray) -> np.ndarray:
-    """The statistics and their squared distances from the human texts' medians, in units of their spread:
-    sampling moves a text's likelihood both ways from real text's, which a linear head reads only so."""
-    center, spread = human_distance(statistics, human_rows)
+def with_distances(statistics: np.ndarray, center: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """The statistics and their squared distances from `center` in units of `spread`: sampling moves a text's
+    likelihood both ways from real text's, which a linear head reads only so."""
     return np.concatenate([statistics, ((statistics - center) / spread) ** 2], axis=1)
+
+
+def quadratic(statistics: np.ndarray, human_rows: np.ndarray) -> np.ndarray:
+    """`with_distances` from the medians of the human texts' statistics."""
+    return with_distances(statistics, *human_distance(statistics, human_rows))
 
 
 @dataclass
@@ -161,11 +165,10 @@ class LikelihoodHead:
     @classmethod
     def fit(cls, statistics: np.ndarray, labels: list[int], l2: float = 1e-2) -> "LikelihoodHead":
         center, spread = human_distance(statistics, np.array(labels) == 0)
-        return cls(center, spread, LinearHead.fit(quadratic(statistics, np.array(labels) == 0), labels, l2=l2))
+        return cls(center, spread, LinearHead.fit(with_distances(statistics, center, spread), labels, l2=l2))
 
     def margins(self, statistics: np.ndarray) -> np.ndarray:
-        distances = ((statistics - self.center) / self.spread) ** 2
-        return self.head.margins(np.concatenate([statistics, distances], axis=1))
+        return self.head.margins(with_distances(statistics, self.center, self.spread))
 
 
 @dataclass
@@ -210,8 +213,11 @@ class StackedHead:
         return replace(self, standardise=scales)
 
     def margins(self, views: Views) -> np.ndarray:
-        return sum((margins - self.standardise.get(name, (0.0, 1.0))[0]) / self.standardise.get(name, (0.0, 1.0))[1]
-                   for name, margins in self.parts(views).items())
+        total = 0.0
+        for name, margins in self.parts(views).items():
+            center, scale = self.standardise.get(name, (0.0, 1.0))
+            total = total + (margins - center) / scale
+        return total
 
 
 def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4):
