@@ -1,6 +1,6 @@
-"""Detectors side by side on the texts a `--frozen` detector was tested on (issue 29): per labelled set and per
-generator family, ROC-AUC and, at each detector's own threshold, the share of human texts called machine and of
-machine texts caught.
+"""Detectors side by side on the texts a `--frozen` detector was tested on (issue 29): per labelled set, per
+generator family and, for the generator's own samples, per sampling temperature, ROC-AUC and, at each detector's
+own threshold, the share of human texts called machine and of machine texts caught.
 
 The tested texts are those `charlstm detector train --frozen` held out of DATA (the same balanced selection and the
 same group split, from `--per-side` and `--seed`), read whole by each detector as `charlstm detect` reads them. A
@@ -18,6 +18,7 @@ from charlstm.detection.data import load_detector_data
 from charlstm.detection.detector import Detector
 from charlstm.detection.families import (
     HUMAN_FAMILY,
+    OWN_FAMILY,
     balanced_selection,
     describe_set,
     generator_family,
@@ -68,6 +69,11 @@ def main() -> int:
                 groups[("family", family)].append(index)
     for index, row in enumerate(rows):
         groups[("set", row["source"])].append(index)
+    own_source = next((row["source"] for row in rows if row["family"] == OWN_FAMILY), None)
+    for temperature in sorted({row.get("temperature") for row in rows if row["family"] == OWN_FAMILY} - {None}):
+        groups[("own samples at temperature", temperature)] = [
+            index for index, row in enumerate(rows) if row["source"] == own_source
+            and (not row["label"] or row.get("temperature") == temperature)]
     report = {"data": options.data, "tested_texts": len(rows), "detectors": {}}
     for path in options.detector:
         detector = Detector(path)
