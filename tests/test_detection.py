@@ -24,6 +24,7 @@ from charlstm.detection.data import up_to_last_sentence_end
 from charlstm.detection.decision import record_decision
 from charlstm.detection.detector import Detector, evaluate
 from charlstm.detection.families import HUMAN_FAMILY, OWN_FAMILY, generator_family, held_out_split, text_groups
+from charlstm.detection.frozen import frozen_detector_model
 from charlstm.detection.metrics import (
     auc_interval,
     best_threshold,
@@ -31,15 +32,7 @@ from charlstm.detection.metrics import (
     threshold_for_false_positive_rate,
     threshold_metrics,
 )
-from charlstm.detection.probe import (
-    LikelihoodHead,
-    LinearHead,
-    NgramHead,
-    StackedHead,
-    frozen_detector_model,
-    frozen_features,
-    ngram_counts,
-)
+from charlstm.detection.probe import LikelihoodHead, LinearHead, NgramHead, StackedHead, frozen_features, ngram_counts
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts

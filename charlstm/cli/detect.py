@@ -295,7 +295,7 @@ def run_train_detector(args) -> int:
 
 def run_train_frozen(args, generator_dir: str, data) -> int:
     from ..detection.families import balanced_selection
-    from ..detection.probe import build_frozen_detector
+    from ..detection.frozen import build_frozen_detector
     from ..runfiles import DETECTOR_LOG, write_json
 
     rows = [row for split in data.values() for row in split]

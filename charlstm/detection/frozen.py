@@ -1,0 +1,201 @@
+"""A detector that leaves the generator as it is: heads fitted on what one pass of the frozen generator gives
+(`charlstm.detection.probe`), saved as an ordinary `CharLSTMForSequenceClassification` whose layers hold them, and
+measured on texts held out by groups, with each set and generator family left out in turn.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from ..training.report import device_name
+from .decision import choose_decision, record_decision
+from .detector import Detector
+from .families import (
+    HUMAN_FAMILY,
+    OWN_FAMILY,
+    describe_set,
+    generator_family,
+    group_split,
+    held_out_split,
+    text_groups,
+)
+from .metrics import roc_auc, threshold_metrics
+from .probe import (
+    LikelihoodHead,
+    LinearHead,
+    NgramHead,
+    StackedHead,
+    Views,
+    frozen_features,
+    ngram_counts,
+    normalised,
+)
+from .settings import LABELS, MACHINE
+from .training import source_counts
+
+
+def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4):
+    """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head`: its n-gram part
+    in the model's `CharLSTMNgramScore`, its likelihood part in `CharLSTMLikelihoodScore` (the generator's LM head)."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        generator_dir, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        label2id={label: index for index, label in enumerate(LABELS)}, classifier_pooling="mean",
+        ngram_buckets=0 if head.ngrams is None else len(head.ngrams.weights), ngram_max_n=ngram_max_n,
+        likelihood_features=head.likelihood is not None, dtype=torch.float32,
+    )
+
+    def folded(name: str, linear) -> tuple[torch.Tensor, float]:
+        center, scale = head.standardise.get(name, (0.0, 1.0))
+        return torch.from_numpy(linear.weights / scale).float(), (linear.bias - center) / scale
+
+    with torch.no_grad():
+        for parameter in (model.score.weight, model.score.bias):
+            parameter.zero_()
+        # Only the difference of the two logits counts: the machine row carries the whole margin.
+        model.score.weight[MACHINE], bias = folded("top", head.top)
+        if head.ngrams is not None:
+            model.ngrams.idf.copy_(torch.from_numpy(head.ngrams.idf))
+            model.ngrams.weight[MACHINE], part_bias = folded("ngrams", head.ngrams)
+            bias += part_bias
+        if head.likelihood is not None:
+            generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32)
+            model.likelihood.lm_head.load_state_dict(generator.lm_head.state_dict())
+            model.likelihood.human_center.copy_(torch.from_numpy(head.likelihood.center))
+            model.likelihood.human_spread.copy_(torch.from_numpy(head.likelihood.spread))
+            model.likelihood.weight[MACHINE], part_bias = folded("likelihood", head.likelihood.head)
+            bias += part_bias
+        model.score.bias[MACHINE] = bias
+    return model.eval()
+
+
+@dataclass
+class FrozenHeads:
+    """What the heads are fitted on: every text's views per crop length (NaN rows where a text is shorter), its
+    label, and which heads to fit."""
+
+    views: dict[int, Views]
+    labels: np.ndarray
+    ngrams: bool
+    likelihood: bool
+    l2: float
+
+    @property
+    def longest(self) -> int:
+        return max(self.views)
+
+    def usable(self, length: int, indices: list[int]) -> list[int]:
+        return [i for i in indices if not np.isnan(self.views[length].top[i, 0])]
+
+    def fit(self, indices: list[int], scored: list[int]) -> StackedHead:
+        """Fitted on every crop of `indices`; the parts standardised over the longest crops of `scored`."""
+        crops = [self.views[k][self.usable(k, indices)] for k in self.views]
+        labels = [int(self.labels[i]) for k in self.views for i in self.usable(k, indices)]
+        head = StackedHead(LinearHead.fit(np.concatenate([crop.top for crop in crops]), labels, l2=self.l2))
+        if self.ngrams:
+            from scipy.sparse import vstack
+
+            head.ngrams = NgramHead.fit(vstack([crop.counts for crop in crops]), labels)
+        if self.likelihood:
+            head.likelihood = LikelihoodHead.fit(np.concatenate([crop.statistics for crop in crops]), labels,
+                                                 l2=self.l2)
+        return head.standardised_on(self.views[self.longest][self.usable(self.longest, scored)])
+
+    def unseen_auc(self, train: list[int], test: list[int]) -> float | None:
+        """The AUC on the longest crops of `test` of heads fitted on `train` alone."""
+        test = self.usable(self.longest, test)
+        if len(set(self.labels[test].tolist())) < 2:
+            return None
+        margins = self.fit(train, test).margins(self.views[self.longest][test])
+        return roc_auc(self.labels[test].tolist(), margins.tolist())
+
+
+def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
+                          lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = 0.3,
+                          max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
+                          ngram_buckets: int = 0, ngram_max_n: int = 4, likelihood: bool = False) -> dict:
+    """
+    Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression
+    on the mean top-layer state, averaged with one on the hashed character n-grams when `ngram_buckets` and with one
+    on the generator's likelihood statistics when `likelihood` (each standardised over the tested texts' longest
+    crops), fitted on crops of every length in `lengths` of a `1 - test_share` part of `rows` (dicts with text,
+    label 0/1, source, generator; split by `text_groups`, so no rewrite of a tested text is trained on). Its
+    tokenizer normalises (`normalize_text`) and reads at most max(`lengths`) characters. On the tested part, read by
+    the saved detector as `charlstm detect` reads it: the threshold at which at most `max_false_positive_rate` of
+    each source's human texts are called machine, the uncertain band, and per source and per generator family the
+    AUC, the AUC of a head fitted without it (a generator it never saw) and the share of machine texts caught, all
+    recorded in its config (`record_decision`). Returns what it measured.
+    """
+    started = time.perf_counter()
+    generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(generator_dir)
+    texts = normalised([row["text"] for row in rows])
+    labels = np.array([int(row["label"]) for row in rows])
+    sources = [row["source"] for row in rows]
+    own = frozenset(row["generator"] for row in rows if row["source"] == Path(generator_dir).name and row["label"])
+    families = [HUMAN_FAMILY if not label else generator_family(row["generator"], own)
+                for row, label in zip(rows, labels)]
+    groups = text_groups(texts, [row.get("pair_id") for row in rows])
+    train, test = group_split(groups, test_share, seed)
+    features = frozen_features(generator, tokenizer, texts, lengths, batch_size)
+    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) if ngram_buckets else None
+              for k in lengths}
+    heads = FrozenHeads({k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood else None)
+                         for k in lengths}, labels, bool(ngram_buckets), likelihood, l2)
+    head = heads.fit(train, test)
+    frozen_detector_model(generator_dir, head, ngram_max_n).save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(generator_dir, normalize_text=True,
+                                  model_max_length=max(lengths) + 1).save_pretrained(output_dir)
+    detector = Detector(output_dir)
+    detections = detector.predict([rows[i]["text"] for i in test], batch_size=batch_size)
+    judged = [(i, detection.machine_probability) for i, detection in zip(test, detections)
+              if detection.machine_probability is not None]
+    scored = dict(judged)
+    tested = [i for i, _ in judged]
+    threshold, band = choose_decision([int(labels[i]) for i in tested], [scored[i] for i in tested],
+                                      [sources[i] for i in tested], max_false_positive_rate)
+
+    def unseen_auc(held_out: list[bool]) -> float | None:
+        """Heads fitted without these texts (and their groups), on them and human texts of the same sets."""
+        return heads.unseen_auc(*held_out_split(held_out, groups, labels.tolist(), sources, seed=seed))
+
+    def row_for(name: str, kind: str, members: list[int], held_out: list[bool]) -> dict | None:
+        member_labels = [int(labels[i]) for i in members]
+        if len(set(member_labels)) < 2:
+            return None
+        scores = [scored[i] for i in members]
+        figures = threshold_metrics(member_labels, scores, threshold)
+        return {"name": name, "kind": kind, "roc_auc": roc_auc(member_labels, scores),
+                "unseen_roc_auc": unseen_auc(held_out),
+                "false_positive_rate": figures["false_positive_rate"], "recall": figures["recall"],
+                "human": member_labels.count(0), "machine": member_labels.count(1)}
+
+    tested_on = []
+    for source in sorted(set(sources)):
+        name = "Yelp reviews by our own generator" if source == Path(generator_dir).name else describe_set(source)
+        row = row_for(name, "set", [i for i in tested if sources[i] == source], [of == source for of in sources])
+        tested_on += [row] if row else []
+    by_family = []
+    for family in sorted(set(families) - {HUMAN_FAMILY}):
+        family_sources = {sources[i] for i in tested if families[i] == family}
+        members = [i for i in tested if families[i] == family or (labels[i] == 0 and sources[i] in family_sources)]
+        row = row_for(f"machine text by {family if family != OWN_FAMILY else 'our own generator'}", "family", members,
+                      [of == family for of in families])
+        by_family += [row] if row else []
+    record_decision(output_dir, threshold=threshold, uncertain_band=band, tested_on=tuple(tested_on + by_family),
+                    threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths))
+    tested_labels = [int(labels[i]) for i in tested]
+    overall = {"roc_auc": roc_auc(tested_labels, [scored[i] for i in tested]), "texts": len(tested),
+               **threshold_metrics(tested_labels, [scored[i] for i in tested], threshold)}
+    return {"generator": str(generator_dir), "frozen": True, "texts": len(rows), "train_texts": len(train),
+            "test_texts": len(test), "test": overall, "crop_chars": [min(lengths), max(lengths)],
+            "train_sources": source_counts(datasets.Dataset.from_list(
+                [{key: rows[i][key] for key in ("source", "domain", "generator", "label")} for i in train])),
+            "train_seconds": round(time.perf_counter() - started, 1), "device": device_name(torch.device("cpu")),
+            "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "ngram_buckets": ngram_buckets,
+            "ngram_max_n": ngram_max_n, "likelihood": likelihood, "threshold": threshold,
+            "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}
