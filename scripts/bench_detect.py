@@ -10,6 +10,7 @@ Python, importing and loading, as a user meets it. Reported: the median over run
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -18,24 +19,19 @@ import sys
 import tempfile
 import time
 
+from charlstm.detection.data import held_out_reviews
 from charlstm.loading import model_source
-from charlstm.runfiles import TRAINING_LOG, write_json
-from charlstm.training.data import load_reviews
+from charlstm.runfiles import write_json
 from charlstm.training.report import cpu_name
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def held_out_texts(count: int) -> list[str]:
-    """The bundled generator's first `count` held-out reviews, as its training log names them."""
-    generator = model_source(None)
-    with open(os.path.join(generator, TRAINING_LOG), encoding="utf-8") as handle:
-        log = json.load(handle)
-    dataset = log["dataset"] if os.path.isabs(log["dataset"]) else os.path.join(REPO_ROOT, log["dataset"])
-    reviews = load_reviews(dataset, log.get("text_column", "text"), log.get("label_column"),
-                           held_out_split=log.get("eval_split"), validation_fraction=log["validation_fraction"],
-                           seed=log["seed"])
-    return reviews.held_out["text"][:count]
+    """The bundled generator's first `count` held-out reviews, as its training log names them (a relative dataset
+    path is relative to the repository)."""
+    with contextlib.chdir(REPO_ROOT):
+        return held_out_reviews(model_source(None)).held_out["text"][:count]
 
 
 def timed_run(detector: str, path: str) -> float:

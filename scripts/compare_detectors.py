@@ -13,31 +13,23 @@ labelled sets and the generator's held-out reviews): its figures there are in-di
 
 import argparse
 import sys
+from pathlib import Path
 
 from charlstm.detection.data import load_detector_data
 from charlstm.detection.detector import Detector
-from charlstm.detection.families import (
-    HUMAN_FAMILY,
-    OWN_FAMILY,
-    balanced_selection,
-    describe_set,
-    generator_family,
-    group_split,
-    text_groups,
-)
+from charlstm.detection.families import HUMAN_FAMILY, OWN_FAMILY, balanced_selection, describe_set, group_split
+from charlstm.detection.frozen import TEST_SHARE, rewrite_groups, row_families
 from charlstm.detection.metrics import roc_auc, threshold_metrics
-from charlstm.detection.probe import normalised
+from charlstm.loading import model_source
 from charlstm.runfiles import write_json
 
 
-def tested_rows(data_dir: str, per_side: int, seed: int, test_share: float = 0.3) -> list[dict]:
+def tested_rows(data_dir: str, per_side: int, seed: int, own_source: str) -> list[dict]:
     """The rows `build_frozen_detector` tested on, with their generator family."""
     rows = balanced_selection([row for split in load_detector_data(data_dir).values() for row in split], per_side, seed)
-    groups = text_groups(normalised([row["text"] for row in rows]), [row.get("pair_id") for row in rows])
-    _, test = group_split(groups, test_share, seed)
-    own = frozenset(row["generator"] for row in rows if row["source"].startswith("charlstm") and row["label"])
-    return [{**rows[i], "family": HUMAN_FAMILY if not rows[i]["label"] else generator_family(rows[i]["generator"], own)}
-            for i in test]
+    _, test = group_split(rewrite_groups(rows), TEST_SHARE, seed)
+    families = row_families(rows, own_source)
+    return [{**rows[i], "family": families[i]} for i in test]
 
 
 def figures(rows: list[dict], scores: dict[int, float], threshold: float) -> dict | None:
@@ -57,9 +49,10 @@ def main() -> int:
     parser.add_argument("--detector", action="append", required=True, help="detector directory (repeatable)")
     parser.add_argument("--per-side", type=int, default=400, help="as given to `detector train --frozen`")
     parser.add_argument("--seed", type=int, default=0, help="as given to `detector train --frozen`")
+    parser.add_argument("--generator", help="the generator DATA was built with (default: the bundled one)")
     parser.add_argument("--json", metavar="PATH")
     options = parser.parse_args()
-    rows = tested_rows(options.data, options.per_side, options.seed)
+    rows = tested_rows(options.data, options.per_side, options.seed, Path(model_source(options.generator)).name)
     groups = {("set", source): [] for source in sorted({row["source"] for row in rows})}
     for family in sorted({row["family"] for row in rows} - {HUMAN_FAMILY}):
         sources = {row["source"] for row in rows if row["family"] == family}

@@ -93,8 +93,9 @@ class FrozenHeads:
 
     def fit(self, indices: list[int], scored: list[int]) -> StackedHead:
         """Fitted on every crop of `indices`; the parts standardised over the longest crops of `scored`."""
-        crops = [self.views[k][self.usable(k, indices)] for k in self.views]
-        labels = [int(self.labels[i]) for k in self.views for i in self.usable(k, indices)]
+        chosen = {k: self.usable(k, indices) for k in self.views}
+        crops = [self.views[k][rows] for k, rows in chosen.items()]
+        labels = [int(self.labels[i]) for rows in chosen.values() for i in rows]
         head = StackedHead(LinearHead.fit(np.concatenate([crop.top for crop in crops]), labels, l2=self.l2))
         if self.ngrams:
             from scipy.sparse import vstack
@@ -114,8 +115,23 @@ class FrozenHeads:
         return roc_auc(self.labels[test].tolist(), margins.tolist())
 
 
+TEST_SHARE = 0.3  # the share of the text groups a frozen detector is tested on, not fitted on
+
+
+def rewrite_groups(rows: list[dict]) -> list[int]:
+    """`text_groups` of the rows as a detector reads them: a text and its rewrites share a group, which a split keeps
+    on one side."""
+    return text_groups(normalised([row["text"] for row in rows]), [row.get("pair_id") for row in rows])
+
+
+def row_families(rows: list[dict], own_source: str) -> list[str]:
+    """Each row's generator family (HUMAN_FAMILY for human text); `own_source` names our own generator's rows."""
+    own = frozenset(row["generator"] for row in rows if row["source"] == own_source and row["label"])
+    return [HUMAN_FAMILY if not row["label"] else generator_family(row["generator"], own) for row in rows]
+
+
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
-                          lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = 0.3,
+                          lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = TEST_SHARE,
                           max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
                           ngram_buckets: int = 0, ngram_max_n: int = 4, likelihood: bool = False) -> dict:
     """
@@ -136,10 +152,8 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     texts = normalised([row["text"] for row in rows])
     labels = np.array([int(row["label"]) for row in rows])
     sources = [row["source"] for row in rows]
-    own = frozenset(row["generator"] for row in rows if row["source"] == Path(generator_dir).name and row["label"])
-    families = [HUMAN_FAMILY if not label else generator_family(row["generator"], own)
-                for row, label in zip(rows, labels)]
-    groups = text_groups(texts, [row.get("pair_id") for row in rows])
+    families = row_families(rows, Path(generator_dir).name)
+    groups = rewrite_groups(rows)
     train, test = group_split(groups, test_share, seed)
     features = frozen_features(generator, tokenizer, texts, lengths, batch_size)
     counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) if ngram_buckets else None
