@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..detection.settings import POOLINGS, DetectorTraining, SamplingGrid
 from ..errors import MissingFileError, UsageError
-from .numbers import integer, number
+from .numbers import integer, number, whole_number
 
 
 def add_commands(subparsers) -> None:
@@ -118,7 +118,7 @@ def add_commands(subparsers) -> None:
         "DATA, split again so that rewrites of a tested text are never trained on, and records the threshold, band "
         "and per-set and per-family figures in the config",
     )
-    train.add_argument("--ngram-buckets", type=integer, default=0,
+    train.add_argument("--ngram-buckets", type=whole_number(0), default=0,
                        help="--frozen: average in a logistic regression on the text's character 1-4-grams hashed into "
                        "this many buckets, read by the model itself (0 = none; default: %(default)s)")
     train.add_argument("--likelihood", action="store_true",
@@ -283,6 +283,8 @@ def run_train_detector(args) -> int:
     from ..detection.training import train_detector
     from ..loading import GENERATOR, check_kind
 
+    if not args.frozen and (args.ngram_buckets or args.likelihood):
+        raise UsageError("--ngram-buckets and --likelihood are heads of a --frozen detector: add --frozen")
     generator_dir = check_kind(args.generator, GENERATOR)  # a wrong generator fails before the data loads
     data = without_sources(load_detector_data(args.data), args.leave_out_source)
     if args.frozen:
