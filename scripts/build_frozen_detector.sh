@@ -2,7 +2,10 @@
 # The recipe of a frozen-generator detector (`charlstm detector train --frozen`, issue 29): the generator's LSTM as
 # it is, and a logistic-regression head on its mean top-layer state averaged with one on the text's hashed character
 # 1-4-grams (NGRAM_BUCKETS; 0 for the state alone), the combination scripts/ablate_detectors.py measured ahead of the
-# character n-gram baseline alone with whole generator families and whole labelled sets held out.
+# character n-gram baseline alone with whole generator families and whole labelled sets held out; on texts that read
+# like Yelp reviews (OWN_DOMAIN: the labelled sets' name for the generator's domain), a head on how likely the
+# generator finds the text, fitted on its own samples against human Yelp reviews, overrules the two where it is surer
+# the text is machine-written (the generator's hot samples, which the other heads take for human).
 # 1. the data: the generator's held-out Yelp reviews and its own samples (temperatures 0.6-1.2, top-k 0/20, top-p
 #    1.0/0.9, length caps 300/600/1000), and every row of the eight labelled sets in LABELLED_DIR (see its README)
 #    except human ones the generator trained on, texts of 100+ characters;
@@ -25,6 +28,7 @@ GENERATOR=charlstm/bundled/charlstm-yelp
 DATA_DIR=runs/detector-data-all
 PER_SIDE=400
 NGRAM_BUCKETS=${NGRAM_BUCKETS:-262139}
+OWN_DOMAIN=${OWN_DOMAIN-yelp}  # empty: no own-sample head
 
 labelled=()
 for source in "$LABELLED_DIR"/*.jsonl; do
@@ -34,5 +38,5 @@ done
     --count "$PER_SIDE" --temperatures 0.6,0.8,1.0,1.2 --min-chars 100 --batch-size 32 --seed 0 "${labelled[@]}"
 rm -rf "$OUT_DIR"
 charlstm detector train "$DATA_DIR" "$OUT_DIR" --generator "$GENERATOR" --frozen --per-side "$PER_SIDE" --seed 0 \
-    --ngram-buckets "$NGRAM_BUCKETS"
+    --ngram-buckets "$NGRAM_BUCKETS" ${OWN_DOMAIN:+--own-domain "$OWN_DOMAIN"}
 charlstm model-card "$OUT_DIR" --write

@@ -111,6 +111,7 @@ CASES = [
     ("detector-train-negative-buckets", "detector train {a-directory} out --frozen --ngram-buckets -5", {},
      "--ngram-buckets"),
     ("detector-train-heads-not-frozen", "detector train {a-directory} out --likelihood", {}, "add --frozen"),
+    ("detector-train-own-domain-not-frozen", "detector train {a-directory} out --own-domain yelp", {}, "add --frozen"),
     ("calibrate-with-generator", "detector calibrate {generator} {a-directory} out", {},
      "is a generator, not a detector"),
     ("model-card-bad-json", "model-card {bad-json}", {}, "not valid JSON"),

@@ -32,7 +32,16 @@ from charlstm.detection.metrics import (
     threshold_for_false_positive_rate,
     threshold_metrics,
 )
-from charlstm.detection.probe import LikelihoodHead, LinearHead, NgramHead, StackedHead, frozen_features, ngram_counts
+from charlstm.detection.probe import (
+    LikelihoodHead,
+    LinearHead,
+    NgramHead,
+    OwnSampleHead,
+    StackedHead,
+    Views,
+    frozen_features,
+    ngram_counts,
+)
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
@@ -518,6 +527,13 @@ def mixed_data_dir(tmp_path_factory, generator_dir, human_file, labelled_file):
     return path
 
 
+def test_a_frozen_detector_refuses_a_domain_its_data_does_not_have(mixed_data_dir, generator_dir, tmp_path, capsys):
+    assert main(["detector", "train", str(mixed_data_dir), str(tmp_path / "out"), "--generator", str(generator_dir),
+                 "--frozen", "--own-domain", "hotels"]) == 2
+    err = capsys.readouterr().err
+    assert "no rows of domain 'hotels'" in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
 def test_labelled_rows_keep_their_provenance_and_leave_out_what_the_generator_trained_on(
     mixed_data_dir, trained_on_texts, generator_dir
 ):
@@ -760,19 +776,21 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     assert short.verdict == foreign.verdict == "cannot judge" and short.machine_probability is None
     assert "12 characters long" in short.reason and "does not know" in foreign.reason
 
-    # The same with the text's character n-grams and the generator's likelihood view averaged in, read by the saved
-    # model itself.
+    # The same with the text's character n-grams and the generator's likelihood view averaged in, and the head for
+    # its own samples (its domain: the human reviews' file), read by the saved model itself.
     stacked_path = tmp_path / "frozen-ngrams"
     assert main(["detector", "train", str(mixed_data_dir), str(stacked_path), "--generator", str(generator_dir),
-                 "--frozen", "--max-chars", "120", "--ngram-buckets", "4099", "--likelihood"]) == 0
+                 "--frozen", "--max-chars", "120", "--ngram-buckets", "4099", "--likelihood",
+                 "--own-domain", human_file.stem]) == 0
     stacked = Detector(stacked_path)
-    assert stacked.pipeline.model.config.ngram_buckets == 4099 and stacked.pipeline.model.config.likelihood_features
+    config = stacked.pipeline.model.config
+    assert config.ngram_buckets == 4099 and config.likelihood_features and config.own_sample_score
     assert load_file(stacked_path / "model.safetensors")["ngrams.weight"].abs().sum() > 0
     for source in set(everything["source"]):
         figures = evaluate(stacked, everything.filter(lambda row, source=source: row["source"] == source))
         assert figures["roc_auc"] >= 0.8, (source, figures)
     card = render_model_card(stacked_path)  # says what the head reads and what it trained on
-    assert "character 1-4-grams" in card and "how likely the generator finds" in card and "other-generator" in card
+    assert "character 1-4-grams" in card and "fitted on its own samples" in card and "other-generator" in card
     texts = everything["text"][:6]
     by_pipeline = pipeline("text-classification", model=str(stacked_path), top_k=None)(texts, truncation=True)
     for detection, labels in zip(stacked.predict(texts), by_pipeline):
@@ -795,6 +813,34 @@ def test_the_models_likelihood_score_is_the_fitted_likelihood_heads_margin(tiny_
     # Within float32's rounding of the large bias a near-constant statistic of this untrained model gives its head.
     assert np.allclose(in_model, head.likelihood.margins(statistics), atol=0.02)
     assert len(set(np.round(in_model, 4))) == 4
+
+
+def test_the_models_own_sample_score_takes_over_where_the_fitted_head_does(tiny_tokenizer, tiny_model,
+                                                                           tiny_model_dir):
+    # The own-sample head overrules the others only on texts its gate takes for the generator's domain, and there
+    # only where it says machine more strongly; the saved model does what StackedHead.margins does.
+    texts = ["The tacos were great and the salsa was fresh.", "Cold fries, slow waiter. We waited forty minutes.",
+             "Decent pizza for the price; the crust was thin.", "Meh. The soup was salty and the bread was stale.",
+             "Quarterly revenue rose four percent on strong demand.", "The committee adjourned without a vote today.",
+             "Photosynthesis converts light into chemical energy.", "The treaty was signed in the spring of 1648."]
+    features = frozen_features(tiny_model, tiny_tokenizer, texts, lengths=(30,))
+    views = Views(features.top[30], statistics=features.likelihood[30])
+    labels = np.array([1, 0, 1, 0, 1, 0, 1, 0])
+    in_domain, own = np.arange(8) < 4, np.arange(8) < 4
+    top = LinearHead(np.random.default_rng(0).normal(size=24), -0.5)
+    head = StackedHead(top, own=OwnSampleHead.fit(views.top, views.statistics, labels, in_domain, own))
+    head = head.standardised_on(views)
+    gated, margins = head.own.gated(views), head.margins(views)
+    assert gated.any() and not gated.all()  # both kinds of text, or the test would not test the gate
+    assert np.allclose(margins[~gated], top.margins(views.top[~gated]), atol=1e-5)
+    overruled = margins > top.margins(views.top) + 1e-3
+    assert overruled.any() and (margins >= top.margins(views.top) - 1e-5).all() and not (overruled & ~gated).any()
+    model = frozen_detector_model(str(tiny_model_dir), head)
+    assert model.config.own_sample_score
+    batch = tiny_tokenizer([text[:30] for text in texts], padding=True, padding_side="left", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert np.allclose((logits[:, MACHINE] - logits[:, 1 - MACHINE]).numpy(), margins, atol=0.02)
 
 
 def test_the_models_ngram_score_is_the_fitted_n_gram_heads_margin(tiny_tokenizer):

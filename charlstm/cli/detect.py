@@ -124,6 +124,10 @@ def add_commands(subparsers) -> None:
     train.add_argument("--likelihood", action="store_true",
                        help="--frozen: average in a logistic regression on how the generator itself finds the text "
                        "(log-probabilities, entropy, ranks, curvature), which catches its own samples best")
+    train.add_argument("--own-domain", metavar="DOMAIN",
+                       help="--frozen: add a head for the generator's own samples (its likelihood view against human "
+                       "texts of its domain), trusted where a text reads as that domain: the generator's own rows "
+                       "and DATA's rows whose `domain` is DOMAIN (e.g. yelp)")
     train.add_argument("--per-side", type=int, default=400,
                        help="--frozen: most human and most machine texts per source of DATA (default: %(default)s)")
     train.set_defaults(func=run_train_detector)
@@ -283,8 +287,9 @@ def run_train_detector(args) -> int:
     from ..detection.training import train_detector
     from ..loading import GENERATOR, check_kind
 
-    if not args.frozen and (args.ngram_buckets or args.likelihood):
-        raise UsageError("--ngram-buckets and --likelihood are heads of a --frozen detector: add --frozen")
+    if not args.frozen and (args.ngram_buckets or args.likelihood or args.own_domain):
+        raise UsageError("--ngram-buckets, --likelihood and --own-domain are heads of a --frozen detector: "
+                         "add --frozen")
     generator_dir = check_kind(args.generator, GENERATOR)  # a wrong generator fails before the data loads
     data = without_sources(load_detector_data(args.data), args.leave_out_source)
     if args.frozen:
@@ -304,7 +309,8 @@ def run_train_frozen(args, generator_dir: str, data) -> int:
     rows = balanced_selection(rows, args.per_side, args.seed)
     lengths = tuple(length for length in (100, 200, 400) if length <= args.max_chars) or (args.max_chars,)
     log = build_frozen_detector(generator_dir, rows, args.output, lengths=lengths, seed=args.seed,
-                                ngram_buckets=args.ngram_buckets, likelihood=args.likelihood)
+                                ngram_buckets=args.ngram_buckets, likelihood=args.likelihood,
+                                own_domain=args.own_domain)
     write_json(Path(args.output) / DETECTOR_LOG, {**log, "left_out_sources": list(args.leave_out_source)})
     print(json.dumps({key: log[key] for key in ("threshold", "uncertain_band", "tested_on")}, indent=2))
     return 0

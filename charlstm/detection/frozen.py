@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from ..errors import UsageError
 from ..training.report import device_name
 from .decision import choose_decision, record_decision
 from .detector import Detector
@@ -29,6 +30,7 @@ from .probe import (
     LikelihoodHead,
     LinearHead,
     NgramHead,
+    OwnSampleHead,
     StackedHead,
     Views,
     frozen_features,
@@ -41,13 +43,16 @@ from .training import source_counts
 
 def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4):
     """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head`: its n-gram part
-    in the model's `CharLSTMNgramScore`, its likelihood part in `CharLSTMLikelihoodScore` (the generator's LM head)."""
+    in the model's `CharLSTMNgramScore`, its likelihood part in `CharLSTMLikelihoodScore` (the generator's LM head),
+    its own-sample part in `CharLSTMOwnSampleScore`."""
     model = AutoModelForSequenceClassification.from_pretrained(
         generator_dir, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={label: index for index, label in enumerate(LABELS)}, classifier_pooling="mean",
         ngram_buckets=0 if head.ngrams is None else len(head.ngrams.weights), ngram_max_n=ngram_max_n,
-        likelihood_features=head.likelihood is not None, dtype=torch.float32,
+        likelihood_features=head.likelihood is not None, own_sample_score=head.own is not None, dtype=torch.float32,
     )
+    if head.likelihood is not None or head.own is not None:  # their LM head is the generator's
+        generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32)
 
     def folded(name: str, linear) -> tuple[torch.Tensor, float]:
         center, scale = head.standardise.get(name, (0.0, 1.0))
@@ -63,26 +68,41 @@ def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: in
             model.ngrams.weight[MACHINE], part_bias = folded("ngrams", head.ngrams)
             bias += part_bias
         if head.likelihood is not None:
-            generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32)
-            model.likelihood.lm_head.load_state_dict(generator.lm_head.state_dict())
-            model.likelihood.human_center.copy_(torch.from_numpy(head.likelihood.center))
-            model.likelihood.human_spread.copy_(torch.from_numpy(head.likelihood.spread))
-            model.likelihood.weight[MACHINE], part_bias = folded("likelihood", head.likelihood.head)
-            bias += part_bias
+            bias += _load_likelihood(model.likelihood, generator, head.likelihood, *head.standardise.get(
+                "likelihood", (0.0, 1.0)))
         model.score.bias[MACHINE] = bias
+        if head.own is not None:
+            own = model.own_samples
+            own.bias[MACHINE] = _load_likelihood(own.likelihood, generator, head.own.likelihood,
+                                                 -head.own.shift / head.own.scale, 1 / head.own.scale)
+            own.gate.weight[0] = torch.from_numpy(head.own.gate.weights).float()
+            own.gate.bias[0] = head.own.gate.bias
     return model.eval()
+
+
+def _load_likelihood(score, generator, head, center: float, scale: float) -> float:
+    """Fills a `CharLSTMLikelihoodScore` with the generator's LM head and `head`, its margins as (margin - center) /
+    scale; returns the bias that goes with them."""
+    score.lm_head.load_state_dict(generator.lm_head.state_dict())
+    score.human_center.copy_(torch.from_numpy(head.center))
+    score.human_spread.copy_(torch.from_numpy(head.spread))
+    score.weight[MACHINE] = torch.from_numpy(head.head.weights / scale).float()
+    return (head.head.bias - center) / scale
 
 
 @dataclass
 class FrozenHeads:
     """What the heads are fitted on: every text's views per crop length (NaN rows where a text is shorter), its
-    label, and which heads to fit."""
+    label, and which heads to fit; for the own-sample head, which texts are of the generator's domain and which are
+    its own (None: no such head)."""
 
     views: dict[int, Views]
     labels: np.ndarray
     ngrams: bool
     likelihood: bool
     l2: float
+    in_domain: np.ndarray | None = None
+    own: np.ndarray | None = None
 
     @property
     def longest(self) -> int:
@@ -104,6 +124,12 @@ class FrozenHeads:
         if self.likelihood:
             head.likelihood = LikelihoodHead.fit(np.concatenate([crop.statistics for crop in crops]), labels,
                                                  l2=self.l2)
+        own_samples = [i for i in indices if self.own[i] and self.labels[i]] if self.own is not None else []
+        if own_samples:  # not when the generator itself is left out
+            rows = np.concatenate(list(chosen.values()))
+            head.own = OwnSampleHead.fit(np.concatenate([crop.top for crop in crops]),
+                                         np.concatenate([crop.statistics for crop in crops]), np.array(labels),
+                                         self.in_domain[rows], self.own[rows], l2=self.l2)
         return head.standardised_on(self.views[self.longest][self.usable(self.longest, scored)])
 
     def unseen_auc(self, train: list[int], test: list[int]) -> float | None:
@@ -133,13 +159,16 @@ def row_families(rows: list[dict], own_source: str) -> list[str]:
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                           lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = TEST_SHARE,
                           max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
-                          ngram_buckets: int = 0, ngram_max_n: int = 4, likelihood: bool = False) -> dict:
+                          ngram_buckets: int = 0, ngram_max_n: int = 4, likelihood: bool = False,
+                          own_domain: str | None = None) -> dict:
     """
     Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression
     on the mean top-layer state, averaged with one on the hashed character n-grams when `ngram_buckets` and with one
     on the generator's likelihood statistics when `likelihood` (each standardised over the tested texts' longest
-    crops), fitted on crops of every length in `lengths` of a `1 - test_share` part of `rows` (dicts with text,
-    label 0/1, source, generator; split by `text_groups`, so no rewrite of a tested text is trained on). Its
+    crops) and, with `own_domain`, overruled by an `OwnSampleHead` on texts of the generator's domain (its own rows
+    and rows whose domain is `own_domain`), fitted on crops of every length in `lengths` of a `1 - test_share` part
+    of `rows` (dicts with text, label 0/1, source, generator, domain; split by `text_groups`, so no rewrite of a
+    tested text is trained on). Its
     tokenizer normalises (`normalize_text`) and reads at most max(`lengths`) characters. On the tested part, read by
     the saved detector as `charlstm detect` reads it: the threshold at which at most `max_false_positive_rate` of
     each source's human texts are called machine, the uncertain band, and per source and per generator family the
@@ -147,6 +176,12 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     recorded in its config (`record_decision`). Returns what it measured.
     """
     started = time.perf_counter()
+    if own_domain and not any(row["source"] == Path(generator_dir).name and row["label"] for row in rows):
+        raise UsageError(f"--own-domain: the data has no samples of the generator {Path(generator_dir).name}, "
+                         "which its head would be fitted on")
+    if own_domain and not any(row.get("domain") == own_domain for row in rows):
+        domains = ", ".join(sorted({str(row.get("domain")) for row in rows}))
+        raise UsageError(f"--own-domain: the data has no rows of domain {own_domain!r} (domains: {domains})")
     generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(generator_dir)
     texts = normalised([row["text"] for row in rows])
@@ -158,8 +193,11 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     features = frozen_features(generator, tokenizer, texts, lengths, batch_size)
     counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) if ngram_buckets else None
               for k in lengths}
-    heads = FrozenHeads({k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood else None)
-                         for k in lengths}, labels, bool(ngram_buckets), likelihood, l2)
+    own = np.array([source == Path(generator_dir).name for source in sources])
+    in_domain = own | np.array([row.get("domain") == own_domain for row in rows]) if own_domain else None
+    heads = FrozenHeads({k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood or own_domain
+                                  else None) for k in lengths}, labels, bool(ngram_buckets), likelihood, l2,
+                        in_domain, own if own_domain else None)
     head = heads.fit(train, test)
     frozen_detector_model(generator_dir, head, ngram_max_n).save_pretrained(output_dir)
     AutoTokenizer.from_pretrained(generator_dir, normalize_text=True,
@@ -211,5 +249,5 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                 [{key: rows[i][key] for key in ("source", "domain", "generator", "label")} for i in train])),
             "train_seconds": round(time.perf_counter() - started, 1), "device": device_name(torch.device("cpu")),
             "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "ngram_buckets": ngram_buckets,
-            "ngram_max_n": ngram_max_n, "likelihood": likelihood, "threshold": threshold,
+            "ngram_max_n": ngram_max_n, "likelihood": likelihood, "own_domain": own_domain, "threshold": threshold,
             "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}

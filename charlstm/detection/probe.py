@@ -7,9 +7,11 @@ Fast-DetectGPT's analytic curvature). A logistic regression on such features tra
 can be measured (`scripts/ablate_detectors.py`). The heads here are what a frozen detector is made of
 (`charlstm.detection.frozen`): a regression on the top layer's mean (the model's `score` layer), one on the text's
 hashed character n-grams (`NgramHead`, the model's `CharLSTMNgramScore`) and one on the likelihood statistics
-(`LikelihoodHead`, the model's `CharLSTMLikelihoodScore`), averaged (`StackedHead`).
+(`LikelihoodHead`, the model's `CharLSTMLikelihoodScore`), averaged (`StackedHead`), and one for the generator's own
+samples alone (`OwnSampleHead`, the model's `CharLSTMOwnSampleScore`).
 """
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -170,6 +172,48 @@ class LikelihoodHead:
 
 
 @dataclass
+class OwnSampleHead:
+    """
+    The generator's own samples, which heads fitted on every generator's text miss once sampled hot: a
+    `LikelihoodHead` fitted on its samples against human texts of its own domain only (out of that domain, human text
+    looks as unlikely to the generator as a hot sample does), read only where `gate`, a regression on the mean
+    top-layer state, says a text is of that domain (margin > 0), and there only where it says machine more strongly
+    than the other heads. `scale` and `shift` put its margins in the other heads' units.
+    """
+
+    likelihood: LikelihoodHead
+    gate: LinearHead
+    scale: float = 1.0
+    shift: float = 0.0
+
+    @classmethod
+    def fit(cls, top: np.ndarray, statistics: np.ndarray, labels: np.ndarray, in_domain: np.ndarray, own: np.ndarray,
+            l2: float = 1e-2) -> "OwnSampleHead":
+        """`in_domain`: the texts of the generator's domain; `own`: its own texts (its samples and its human ones)."""
+        gate = LinearHead.fit(top, in_domain.astype(int).tolist(), l2=l2)
+        # Opens where P(in domain) > 0.5 had both kinds been equally many: fitted on far fewer texts of the domain
+        # than of others, the regression is rarely sure of one, and would shut out most of the generator's hot samples.
+        gate.bias -= math.log(in_domain.sum() / (~in_domain).sum())
+        rows = in_domain & ((labels == 0) | own)
+        return cls(LikelihoodHead.fit(statistics[rows], labels[rows].tolist(), l2=l2), gate)
+
+    def gated(self, views: "Views") -> np.ndarray:
+        return self.gate.margins(views.top) > 0
+
+    def margins(self, views: "Views") -> np.ndarray:
+        return self.likelihood.margins(views.statistics) * self.scale + self.shift
+
+    def in_units_of(self, views: "Views", margins: np.ndarray) -> "OwnSampleHead":
+        """The head with its margins on the gated texts of `views` as centred and spread as `margins` are there."""
+        gated = self.gated(views)
+        if gated.sum() < 2:
+            return self
+        own = self.likelihood.margins(views.statistics[gated])
+        scale = margins[gated].std() / (own.std() + 1e-12)
+        return replace(self, scale=float(scale), shift=float(margins[gated].mean() - own.mean() * scale))
+
+
+@dataclass
 class Views:
     """What the heads read of the same texts: the mean top-layer state, the n-gram counts, the likelihood
     statistics (None where no head reads them)."""
@@ -187,12 +231,14 @@ class Views:
 class StackedHead:
     """
     Heads on different views of a text, their margins each standardised over a set of scored texts (no labels) and
-    averaged: `scripts/ablate_detectors.py`'s combinations. The top-layer head alone is used as fitted.
+    averaged: `scripts/ablate_detectors.py`'s combinations. The top-layer head alone is used as fitted. The own-sample
+    head, where its gate opens, overrules the average when it says machine more strongly.
     """
 
     top: LinearHead
     ngrams: NgramHead | None = None
     likelihood: LikelihoodHead | None = None
+    own: OwnSampleHead | None = None
     standardise: dict = field(default_factory=dict)  # part -> (center, scale)
 
     def parts(self, views: Views) -> dict[str, np.ndarray]:
@@ -205,17 +251,26 @@ class StackedHead:
 
     def standardised_on(self, views: Views) -> "StackedHead":
         parts = self.parts(views)
-        if len(parts) == 1:
-            return self
-        scales = {name: (margins.mean(), len(parts) * margins.std() + 1e-12) for name, margins in parts.items()}
-        return replace(self, standardise=scales)
+        head = self
+        if len(parts) > 1:
+            scales = {name: (margins.mean(), len(parts) * margins.std() + 1e-12) for name, margins in parts.items()}
+            head = replace(self, standardise=scales)
+        if self.own is not None:
+            head = replace(head, own=self.own.in_units_of(views, head.averaged(views)))
+        return head
 
-    def margins(self, views: Views) -> np.ndarray:
+    def averaged(self, views: Views) -> np.ndarray:
         total = 0.0
         for name, margins in self.parts(views).items():
             center, scale = self.standardise.get(name, (0.0, 1.0))
             total = total + (margins - center) / scale
         return total
+
+    def margins(self, views: Views) -> np.ndarray:
+        averaged = self.averaged(views)
+        if self.own is None:
+            return averaged
+        return np.where(self.own.gated(views), np.maximum(averaged, self.own.margins(views)), averaged)
 
 
 def normalised(texts: list[str]) -> list[str]:

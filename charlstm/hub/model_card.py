@@ -244,14 +244,19 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
 
 
 def _head_words(config: dict) -> str:
-    """What the classification head reads: the pooled states, and the n-grams and likelihood heads averaged in."""
+    """What the classification head reads: the pooled states, the n-grams and likelihood heads averaged in, and the
+    own-sample head."""
     words = POOLING_WORDS.get(config.get("classifier_pooling", "last"), NOT_MEASURED)
     extra = []
     if config.get("ngram_buckets"):
         extra.append(f"the text's character 1-{config.get('ngram_max_n', 4)}-grams (TF-IDF, hashed)")
     if config.get("likelihood_features"):
         extra.append("how likely the generator finds each of its characters")
-    return words + (f", averaged with a head on {' and one on '.join(extra)}" if extra else "")
+    words += f", averaged with a head on {' and one on '.join(extra)}" if extra else ""
+    if config.get("own_sample_score"):
+        words += ("; on texts that read like the generator's own domain, a head on how likely the generator finds "
+                  "them, fitted on its own samples, takes over where it is surer the text is machine-written")
+    return words
 
 
 def _calibration_words(calibration: dict) -> str:

@@ -200,6 +200,10 @@ class CharLSTMPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
             init.zeros_(module.human_center)
             init.ones_(module.human_spread)
+        elif isinstance(module, CharLSTMOwnSampleScore):
+            init.zeros_(module.bias)
+            init.zeros_(module.gate.weight)  # closed until fitted
+            init.constant_(module.gate.bias, -1.0)
 
 
 @dataclass
@@ -576,6 +580,30 @@ class CharLSTMLikelihoodScore(nn.Module):
         return (torch.cat([statistics, distances], dim=1) @ self.weight.T.double()).to(hidden.dtype)
 
 
+class CharLSTMOwnSampleScore(nn.Module):
+    """
+    A two-way classifier's view for the generator's own samples: a `CharLSTMLikelihoodScore` (plus `bias`) fitted on
+    them against human texts of the generator's domain only, so it is trusted only where `gate`, reading the pooled
+    state, is above 0 (the text is of that domain); there its logits replace the others' where its machine margin
+    (second logit minus first) is the larger.
+    """
+
+    def __init__(self, config: CharLSTMConfig):
+        super().__init__()
+        if config.num_labels != 2:
+            raise ValueError(f"own_sample_score needs a two-way classifier (human, machine), got {config.num_labels} "
+                             "labels")
+        self.likelihood = CharLSTMLikelihoodScore(config)
+        self.bias = nn.Parameter(torch.zeros(config.num_labels))
+        self.gate = nn.Linear(config.hidden_sizes[-1], 1)
+
+    def forward(self, logits: torch.Tensor, pooled: torch.Tensor, hidden: torch.Tensor, input_ids: torch.LongTensor,
+                attention_mask: torch.Tensor | None) -> torch.Tensor:
+        own = self.likelihood(hidden, input_ids, attention_mask) + self.bias
+        stronger = (own[:, 1] - own[:, 0] > logits[:, 1] - logits[:, 0]) & (self.gate(pooled).squeeze(-1) > 0)
+        return torch.where(stronger.unsqueeze(-1), own, logits)
+
+
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
     """
     Classifies a whole text from the top-layer states (`config.classifier_pooling`): the state at its last real
@@ -595,6 +623,7 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         self.score = nn.Linear(config.hidden_sizes[-1], config.num_labels)
         self.ngrams = CharLSTMNgramScore(config) if config.ngram_buckets else None
         self.likelihood = CharLSTMLikelihoodScore(config) if config.likelihood_features else None
+        self.own_samples = CharLSTMOwnSampleScore(config) if config.own_sample_score else None
         self.post_init()
 
     def forward(
@@ -608,7 +637,8 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         **kwargs,
     ) -> CharLSTMSequenceClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if (self.ngrams is not None or self.likelihood is not None) and input_ids is None:
+        reads_characters = self.ngrams is not None or self.likelihood is not None or self.own_samples is not None
+        if reads_characters and input_ids is None:
             raise ValueError("this classifier also reads the text's characters themselves: pass input_ids, "
                              "not embeddings")
         hidden, _, hidden_states = self.model.run_layers(
@@ -625,6 +655,8 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
             logits = logits + self.ngrams(input_ids, attention_mask)
         if self.likelihood is not None:
             logits = logits + self.likelihood(hidden, input_ids, attention_mask)
+        if self.own_samples is not None:
+            logits = self.own_samples(logits, pooled, hidden, input_ids, attention_mask)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

@@ -54,6 +54,9 @@ class CharLSTMConfig(PreTrainedConfig):
         likelihood_features: the classification head also reads how the generator's own language-model head finds
             the text (per-character log-probabilities, entropy, ranks, Fast-DetectGPT's curvature): what catches the
             generator's own samples best.
+        own_sample_score: the two-way classification head also has a head for the generator's own samples alone:
+            its likelihood view fitted against human texts of its domain only, read where a gate on the pooled state
+            says a text is of that domain, and there taking over the machine margin where it is the larger.
         detection: a detector's decision (threshold, uncertain band, calibration, what it was tested on), as
             `charlstm.detection.decision.DetectorDecision` reads and writes it; None for a generator. Kept in the
             config so that every way of loading the detector gives the same verdict.
@@ -76,6 +79,7 @@ class CharLSTMConfig(PreTrainedConfig):
         ngram_buckets: int = 0,
         ngram_max_n: int = 4,
         likelihood_features: bool = False,
+        own_sample_score: bool = False,
         detection: dict | None = None,
         pad_token_id: int | None = 0,
         bos_token_id: int | None = 1,
@@ -96,6 +100,7 @@ class CharLSTMConfig(PreTrainedConfig):
         self.ngram_buckets = ngram_buckets
         self.ngram_max_n = ngram_max_n
         self.likelihood_features = likelihood_features
+        self.own_sample_score = own_sample_score
         self.detection = detection
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
