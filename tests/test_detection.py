@@ -732,7 +732,7 @@ def test_frozen_features_of_a_generator_with_a_rating_input(tiny_tokenizer):
     assert np.isfinite(features.top[100][0]).all() and np.isnan(features.top[40][1]).all()  # shorter than 40
 
 
-def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generator_dir, human_file):
+def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generator_dir, human_file, capsys):
     # Another generator's texts beside human ones, each its own (no long run of words shared with another, unlike
     # llm_like_texts and review_like_texts, which the group split would keep together on one side).
     rng = random.Random(8)
@@ -797,6 +797,26 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
         if detection.machine_probability is not None:
             machine = next(label["score"] for label in labels if label["label"] == "machine")
             assert detection.machine_probability == pytest.approx(machine, abs=1e-5)
+    # Calibrated, every part of its head moves with the margin: each probability maps as calibrated_probability
+    # says, and the same texts are flagged.
+    calibrated_path = tmp_path / "frozen-calibrated"
+    assert main(["detector", "calibrate", str(stacked_path), str(mixed_data_dir), str(calibrated_path),
+                 "--split", "test"]) == 0
+    calibration = json.loads((calibrated_path / "config.json").read_text())["detection"]["calibration"]
+    assert abs(calibration["margin_scale"] - 1) > 0.05  # or the test would not tell scaled parts from unscaled ones
+    texts = everything["text"][:30]
+    for was, now in zip(stacked.predict(texts), Detector(calibrated_path).predict(texts)):
+        if was.machine_probability is not None:
+            mapped = calibrated_probability(was.machine_probability, calibration["margin_scale"], calibration["bias"])
+            assert now.machine_probability == pytest.approx(mapped, abs=1e-4)
+            assert (now.label, now.uncertain) == (was.label, was.uncertain)
+    # Texts whose labels it gets backwards would turn its verdicts around: refused.
+    flipped = tmp_path / "flipped"
+    data = datasets.load_from_disk(str(mixed_data_dir))
+    datasets.DatasetDict({"test": data["test"].map(lambda row: {"label": 1 - row["label"]})}).save_to_disk(flipped)
+    assert main(["detector", "calibrate", str(stacked_path), str(flipped), str(tmp_path / "backwards"),
+                 "--split", "test"]) == 2
+    assert "no better than chance" in capsys.readouterr().err and not (tmp_path / "backwards").exists()
 
 
 def test_the_models_likelihood_score_is_the_fitted_likelihood_heads_margin(tiny_tokenizer, tiny_model, tiny_model_dir):

@@ -1,9 +1,9 @@
 """Calibrating a trained detector: its P(machine) made to match how often texts were machine-written.
 
 The LSTM stays as trained; the head's margin (machine logit minus human logit) is scaled and shifted by a logistic
-regression on labelled texts (Platt scaling), folded into the head's weights. It is cheap, one forward pass over the
-texts, and it changes no ranking: the same texts are flagged at the matching threshold, and every ROC-AUC stays, so
-the decision the detector carries (threshold, uncertain band) is carried through the same map.
+regression on labelled texts (Platt scaling), folded into the weights of every part of the head. It is cheap, one
+forward pass over the texts, and it changes no ranking: the same texts are flagged at the matching threshold, and
+every ROC-AUC stays, so the decision the detector carries (threshold, uncertain band) is carried through the same map.
 """
 
 import math
@@ -38,12 +38,11 @@ def calibrate_detector(detector_dir: str, data: Dataset, output_dir: str, batch_
     before = DetectorDecision.of(model.config, detector_dir)
     margins = _margins(model, tokenizer, list(data["text"]), batch_size)
     scale, bias = fit_logistic(margins, labels).tolist()
+    if scale <= 0:
+        raise UsageError(f"the detector ranks these texts no better than chance (its margin's weight is {scale:.3g}): "
+                         "calibrating it on them would turn its verdicts around")
     errors = _out_of_fold_errors(margins, labels)
-    with torch.no_grad():
-        model.score.weight.mul_(scale)
-        model.score.bias.mul_(scale)
-        # Only the machine logit moves: with two classes, the difference of the logits is what counts.
-        model.score.bias[MACHINE] += bias
+    _scale_margin(model, scale, bias)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
 
@@ -58,6 +57,24 @@ def calibrate_detector(detector_dir: str, data: Dataset, output_dir: str, batch_
     if before.uncertain_band:
         changes["uncertain_band"] = tuple(mapped(value) for value in before.uncertain_band)
     return record_decision(output_dir, **changes)
+
+
+@torch.no_grad()
+def _scale_margin(model, scale: float, bias: float) -> None:
+    """Every part of the head that gives logits scaled by `scale` and the machine logit moved by `bias`: the margin
+    becomes scale * margin + bias. The own-sample head's too, so which part decides a text stays the same."""
+    parts = [model.score]
+    parts += [model.ngrams] if model.ngrams is not None else []
+    parts += [model.likelihood] if model.likelihood is not None else []
+    for part in parts:
+        for parameter in part.parameters(recurse=False):
+            parameter.mul_(scale)
+    # Only the machine logit moves: with two classes, the difference of the logits is what counts.
+    model.score.bias[MACHINE] += bias
+    if model.own_samples is not None:
+        model.own_samples.likelihood.weight.mul_(scale)
+        model.own_samples.bias.mul_(scale)
+        model.own_samples.bias[MACHINE] += bias
 
 
 def calibrated_probability(probability: float, margin_scale: float, bias: float) -> float:
