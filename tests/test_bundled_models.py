@@ -41,7 +41,7 @@ def test_bundled_generator_is_better_than_chance_on_review_text():
 
 
 def test_bundled_detector_scores_the_bundled_generators_reviews_above_a_human_one():
-    # Its own generator's samples are what it catches least well (ROC-AUC 0.66 on the held-out ones, see the README):
+    # Its own generator's samples are what it catches least well (ROC-AUC 0.77 on the held-out ones, see the README):
     # one sample can pass as human, but on average they score well above a person's review.
     model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL).eval()
     tokenizer = AutoTokenizer.from_pretrained(BUNDLED_MODEL)
@@ -57,6 +57,19 @@ def test_bundled_detector_scores_the_bundled_generators_reviews_above_a_human_on
     detector = pipeline("text-classification", model=str(BUNDLED_DETECTOR), top_k=None)
     p_machine = [next(s["score"] for s in scores if s["label"] == "machine") for scores in detector([human, *machine])]
     assert p_machine[0] < 0.5 and sum(p_machine[1:]) / len(machine) > p_machine[0] + 0.2, p_machine
+
+
+def test_a_plain_pipeline_reads_what_charlstm_detect_reads(tmp_path):
+    # The Hub widget and a user's pipeline pass no tokenizer options: the detector's tokenizer cuts a long review to
+    # the 400 characters it was measured on and reads a literal "<5star>" as characters, as `charlstm detect` does.
+    review = ("We came on a Tuesday and the place was packed, but the host sat us quickly and brought water and bread. "
+              "The short rib was tender, the fries were crisp and the salad was fresh. ") * 5
+    texts = [review, "Honestly a <5star> experience from start to finish: " + review]
+    by_pipeline = pipeline("text-classification", model=str(BUNDLED_DETECTOR), top_k=None)(texts)
+    for detection, scores in zip(Detector().predict(texts), by_pipeline):
+        machine = next(score["score"] for score in scores if score["label"] == "machine")
+        assert detection.machine_probability == pytest.approx(machine, abs=1e-5)
+    assert len(review) > 600
 
 
 @pytest.mark.parametrize("model_dir", [BUNDLED_MODEL, BUNDLED_DETECTOR], ids=["generator", "detector"])

@@ -791,8 +791,10 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
         assert figures["roc_auc"] >= 0.8, (source, figures)
     card = render_model_card(stacked_path)  # says what the head reads and what it trained on
     assert "character 1-4-grams" in card and "fitted on its own samples" in card and "other-generator" in card
-    texts = everything["text"][:6]
-    by_pipeline = pipeline("text-classification", model=str(stacked_path), top_k=None)(texts, truncation=True)
+    # A plain pipeline (no tokenizer options, as the Hub widget calls it) reads what `charlstm detect` reads: the first
+    # 120 characters of a long text, a literal "<5star>" as characters.
+    texts = [*everything["text"][:6], " ".join(everything["text"][:4]), "A <5star> place. " + everything["text"][0]]
+    by_pipeline = pipeline("text-classification", model=str(stacked_path), top_k=None)(texts)
     for detection, labels in zip(stacked.predict(texts), by_pipeline):
         if detection.machine_probability is not None:
             machine = next(label["score"] for label in labels if label["label"] == "machine")

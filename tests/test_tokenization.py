@@ -120,3 +120,16 @@ def test_a_normalising_tokenizer_reads_typography_and_layout_alike_after_saving(
     assert normalize_text(curly) == straight
     assert tiny_tokenizer(curly)["input_ids"] != tiny_tokenizer(straight)["input_ids"]
     assert tiny_tokenizer.normalize_text is False
+
+
+def test_a_truncating_tokenizer_cuts_long_text_unless_told_not_to_after_saving(tmp_path, tiny_tokenizer):
+    # A detector's tokenizer reads at most what the detector was measured on, though a caller passes no options.
+    detector_tokenizer = CharLSTMTokenizer(characters=tiny_tokenizer.characters(), model_max_length=11,
+                                           truncate_by_default=True)
+    detector_tokenizer.save_pretrained(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "the tacos were great"
+    assert reloaded(text)["input_ids"] == reloaded(text, truncation=True)["input_ids"]
+    assert len(reloaded(text)["input_ids"]) == 11 and len(reloaded([text, "ok"], padding=True)["input_ids"][0]) == 11
+    assert len(reloaded(text, truncation=False)["input_ids"]) == len(text) + 1
+    assert len(tiny_tokenizer(text)["input_ids"]) == len(text) + 1  # a generator's tokenizer cuts nothing

@@ -37,7 +37,7 @@ from .probe import (
     ngram_counts,
     normalised,
 )
-from .settings import LABELS, MACHINE
+from .settings import DETECTOR_TOKENIZER, LABELS, MACHINE
 from .training import source_counts
 
 
@@ -200,8 +200,8 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                         in_domain, own if own_domain else None)
     head = heads.fit(train, test)
     frozen_detector_model(generator_dir, head, ngram_max_n).save_pretrained(output_dir)
-    AutoTokenizer.from_pretrained(generator_dir, normalize_text=True,
-                                  model_max_length=max(lengths) + 1).save_pretrained(output_dir)
+    AutoTokenizer.from_pretrained(generator_dir, normalize_text=True, model_max_length=max(lengths) + 1,
+                                  **DETECTOR_TOKENIZER).save_pretrained(output_dir)
     detector = Detector(output_dir)
     detections = detector.predict([rows[i]["text"] for i in test], batch_size=batch_size)
     judged = [(i, detection.machine_probability) for i, detection in zip(test, detections)

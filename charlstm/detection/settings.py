@@ -37,3 +37,5 @@ LABELS = ["human", "machine"]
 # How texts are tokenized for the detector, in training and in `charlstm detect` alike: a literal "<5star>" in a
 # review is seven characters, and text past `model_max_length` is cut.
 TOKENIZER_KWARGS = {"split_special_tokens": True, "truncation": True}
+# The same, saved with a detector's tokenizer, so that a plain `pipeline`, the Hub widget and the endpoint read it so.
+DETECTOR_TOKENIZER = {"split_special_tokens": True, "truncate_by_default": True}

@@ -21,7 +21,7 @@ from ..runfiles import DETECTOR_LOG, write_json
 from ..training.report import device_name
 from ..training.rundir import last_complete_checkpoint
 from .detector import Detector, evaluate
-from .settings import LABELS, TOKENIZER_KWARGS, DetectorTraining
+from .settings import DETECTOR_TOKENIZER, LABELS, TOKENIZER_KWARGS, DetectorTraining
 
 # The generator loads through the Auto classes, and the saved detector gets the code files and `auto_map`.
 register()
@@ -83,7 +83,7 @@ def train_detector(
     hidden_sizes = AutoConfig.from_pretrained(generator_dir).hidden_sizes
     if layers is not None and not 1 <= layers <= len(hidden_sizes):
         raise UsageError(f"--layers must be from 1 to {len(hidden_sizes)} (the generator's layers), got {layers}")
-    tokenizer = AutoTokenizer.from_pretrained(generator_dir, model_max_length=max_chars + 1)
+    tokenizer = AutoTokenizer.from_pretrained(generator_dir, model_max_length=max_chars + 1, **DETECTOR_TOKENIZER)
     model = AutoModelForSequenceClassification.from_pretrained(
         generator_dir,
         hidden_sizes=hidden_sizes[:layers],  # the layers left out are not loaded

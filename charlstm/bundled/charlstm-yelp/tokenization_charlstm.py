@@ -57,7 +57,9 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
     Encoding adds `<bos>` in front (`add_bos=True`), as every training review starts with it. With
     `normalize_text=True` (a detector's tokenizer; saved in tokenizer_config.json) text passes through
     `normalize_text` before it is split, so quotes, dashes and whitespace read the same in training and wherever the
-    tokenizer is loaded.
+    tokenizer is loaded. With `truncate_by_default=True` (a detector's tokenizer, which also keeps
+    `split_special_tokens=True`) a text longer than `model_max_length` is cut to it unless a call passes
+    `truncation=False`: a plain `pipeline` or the Hub widget then reads what the detector was measured on.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -71,6 +73,7 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
         model_max_length: int = 4096,
         padding_side: str = "left",
         normalize_text: bool = False,
+        truncate_by_default: bool = False,
         **kwargs,
     ):
         if (vocab_file is None) == (characters is None):
@@ -83,6 +86,7 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
         self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
         self.add_bos = add_bos
         self.normalize_text = normalize_text
+        self.truncate_by_default = truncate_by_default
         # Fixed by the vocabulary layout and by add_bos; the copies a saved tokenizer_config.json holds are ignored.
         for key in (
             "pad_token", "bos_token", "eos_token", "unk_token", "extra_special_tokens",
@@ -97,6 +101,7 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
             extra_special_tokens=list(STAR_TOKENS),
             add_bos=add_bos,
             normalize_text=normalize_text,
+            truncate_by_default=truncate_by_default,
             model_max_length=model_max_length,
             padding_side=padding_side,
             clean_up_tokenization_spaces=False,
@@ -143,6 +148,11 @@ class CharLSTMTokenizer(PreTrainedTokenizer):
 
     def prepare_for_tokenization(self, text: str, is_split_into_words: bool = False, **kwargs):
         return (normalize_text(text) if self.normalize_text else text), kwargs
+
+    def _get_padding_truncation_strategies(self, padding=False, truncation=None, max_length=None, **kwargs):
+        if truncation is None and self.truncate_by_default:
+            truncation = True
+        return super()._get_padding_truncation_strategies(padding, truncation, max_length, **kwargs)
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return list(text)
