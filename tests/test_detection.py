@@ -761,6 +761,12 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     detector = Detector(path)
     assert detector.pipeline.tokenizer.normalize_text is True and detector.decision.min_characters == 100
     assert {row["kind"] for row in detector.tested_on} == {"set", "family"}
+    # Its P(machine) is calibrated on the texts it was tested on, and its card says so.
+    log = json.loads((path / "detector_log.json").read_text())
+    calibration = detector.decision.calibration
+    assert calibration["split"] == "test"
+    assert calibration["calibration_texts"] == log["test_texts"] - log["cannot_judge"]
+    assert "the held-out texts of the results below" in render_model_card(path)
     data = datasets.load_from_disk(str(mixed_data_dir))
     everything = datasets.concatenate_datasets([data["train"], data["test"]])
     for source in set(everything["source"]):

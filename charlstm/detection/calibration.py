@@ -37,26 +37,35 @@ def calibrate_detector(detector_dir: str, data: Dataset, output_dir: str, batch_
     model = AutoModelForSequenceClassification.from_pretrained(detector_dir, dtype=torch.float32)
     before = DetectorDecision.of(model.config, detector_dir)
     margins = _margins(model, tokenizer, list(data["text"]), batch_size)
-    scale, bias = fit_logistic(margins, labels).tolist()
-    if scale <= 0:
-        raise UsageError(f"the detector ranks these texts no better than chance (its margin's weight is {scale:.3g}): "
-                         "calibrating it on them would turn its verdicts around")
-    errors = _out_of_fold_errors(margins, labels)
-    _scale_margin(model, scale, bias)
+    calibration = {**(about or {}), **fold_platt_scaling(model, margins, labels)}
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
 
     def mapped(probability: float) -> float:
-        return calibrated_probability(probability, scale, bias)
+        return calibrated_probability(probability, calibration["margin_scale"], calibration["bias"])
 
-    calibration = {**(about or {}), "calibration_texts": len(labels), "machine_share": labels.mean().item(),
-                   "margin_scale": scale, "bias": bias, **errors}
     changes = {"calibration": calibration}
     if before.threshold != DetectorDecision.threshold:
         changes["threshold"] = mapped(before.threshold)
     if before.uncertain_band:
         changes["uncertain_band"] = tuple(mapped(value) for value in before.uncertain_band)
     return record_decision(output_dir, **changes)
+
+
+def fold_platt_scaling(model, margins: torch.Tensor, labels: torch.Tensor) -> dict:
+    """
+    Fits P(machine) = sigmoid(scale * margin + bias) to the detector's `margins` [texts, 1] on texts with `labels`
+    (1 = machine) and folds it into `model`'s head; returns what it fitted, with the calibration error before and after
+    measured out-of-fold. A detector that ranks the texts backwards is refused.
+    """
+    scale, bias = fit_logistic(margins, labels).tolist()
+    if scale <= 0:
+        raise UsageError(f"the detector ranks these texts no better than chance (its margin's weight is {scale:.3g}): "
+                         "calibrating it on them would turn its verdicts around")
+    errors = _out_of_fold_errors(margins, labels)
+    _scale_margin(model, scale, bias)
+    return {"calibration_texts": len(labels), "machine_share": labels.mean().item(), "margin_scale": scale,
+            "bias": bias, **errors}
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from ..errors import UsageError
 from ..training.report import device_name
+from .calibration import calibrated_probability, fold_platt_scaling
 from .decision import choose_decision, record_decision
 from .detector import Detector
 from .families import (
@@ -168,11 +169,11 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     crops) and, with `own_domain`, overruled by an `OwnSampleHead` on texts of the generator's domain (its own rows
     and rows whose domain is `own_domain`), fitted on crops of every length in `lengths` of a `1 - test_share` part
     of `rows` (dicts with text, label 0/1, source, generator, domain; split by `text_groups`, so no rewrite of a
-    tested text is trained on). Its
-    tokenizer normalises (`normalize_text`) and reads at most max(`lengths`) characters. On the tested part, read by
-    the saved detector as `charlstm detect` reads it: the threshold at which at most `max_false_positive_rate` of
-    each source's human texts are called machine, the uncertain band, and per source and per generator family the
-    AUC, the AUC of a head fitted without it (a generator it never saw) and the share of machine texts caught, all
+    tested text is trained on). Its tokenizer normalises (`normalize_text`) and reads at most max(`lengths`)
+    characters. On the tested part, read by the saved detector as `charlstm detect` reads it: its P(machine)
+    calibrated (`fold_platt_scaling`), the threshold at which at most `max_false_positive_rate` of each source's human
+    texts are called machine, the uncertain band, and per source and per generator family the AUC, the AUC of a head
+    fitted without it (a generator it never saw) and the share of machine texts caught, all
     recorded in its config (`record_decision`). Returns what it measured.
     """
     started = time.perf_counter()
@@ -199,15 +200,22 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                                   else None) for k in lengths}, labels, bool(ngram_buckets), likelihood, l2,
                         in_domain, own if own_domain else None)
     head = heads.fit(train, test)
-    frozen_detector_model(generator_dir, head, ngram_max_n).save_pretrained(output_dir)
+    model = frozen_detector_model(generator_dir, head, ngram_max_n)
+    model.save_pretrained(output_dir)
     AutoTokenizer.from_pretrained(generator_dir, normalize_text=True, model_max_length=max(lengths) + 1,
                                   **DETECTOR_TOKENIZER).save_pretrained(output_dir)
-    detector = Detector(output_dir)
-    detections = detector.predict([rows[i]["text"] for i in test], batch_size=batch_size)
+    detections = Detector(output_dir).predict([rows[i]["text"] for i in test], batch_size=batch_size)
     judged = [(i, detection.machine_probability) for i, detection in zip(test, detections)
               if detection.machine_probability is not None]
-    scored = dict(judged)
     tested = [i for i, _ in judged]
+    # The heads' combined margin calibrated on the tested texts as the detector reads them (Platt scaling, folded into
+    # the weights): no ranking changes, so every figure below stays what it was.
+    uncalibrated = torch.tensor([probability for _, probability in judged], dtype=torch.float64)
+    calibration = fold_platt_scaling(model, torch.logit(uncalibrated.clamp(1e-12, 1 - 1e-12)).unsqueeze(1),
+                                     torch.tensor([float(labels[i]) for i in tested], dtype=torch.float64))
+    model.save_pretrained(output_dir)
+    scored = {i: calibrated_probability(probability, calibration["margin_scale"], calibration["bias"])
+              for i, probability in judged}
     threshold, band = choose_decision([int(labels[i]) for i in tested], [scored[i] for i in tested],
                                       [sources[i] for i in tested], max_false_positive_rate)
 
@@ -239,7 +247,8 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                       [of == family for of in families])
         by_family += [row] if row else []
     record_decision(output_dir, threshold=threshold, uncertain_band=band, tested_on=tuple(tested_on + by_family),
-                    threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths))
+                    threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths),
+                    calibration={**calibration, "split": "test"})
     tested_labels = [int(labels[i]) for i in tested]
     overall = {"roc_auc": roc_auc(tested_labels, [scored[i] for i in tested]), "texts": len(tested),
                **threshold_metrics(tested_labels, [scored[i] for i in tested], threshold)}
@@ -249,5 +258,5 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                 [{key: rows[i][key] for key in ("source", "domain", "generator", "label")} for i in train])),
             "train_seconds": round(time.perf_counter() - started, 1), "device": device_name(torch.device("cpu")),
             "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "ngram_buckets": ngram_buckets,
-            "ngram_max_n": ngram_max_n, "likelihood": likelihood, "own_domain": own_domain, "threshold": threshold,
-            "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}
+            "ngram_max_n": ngram_max_n, "likelihood": likelihood, "own_domain": own_domain, "calibration": calibration,
+            "threshold": threshold, "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}
