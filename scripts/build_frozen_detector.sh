@@ -4,8 +4,9 @@
 # 1-4-grams (NGRAM_BUCKETS; 0 for the state alone), the combination scripts/ablate_detectors.py measured ahead of the
 # character n-gram baseline alone with whole generator families and whole labelled sets held out; on texts that read
 # like Yelp reviews (OWN_DOMAIN: the labelled sets' name for the generator's domain), a head on how likely the
-# generator finds the text, fitted on its own samples against human Yelp reviews, overrules the two where it is surer
-# the text is machine-written (the generator's hot samples, which the other heads take for human).
+# generator finds the text and how much likelier once told the best rating, fitted on its own samples against human
+# Yelp reviews, overrules the two where it is surer the text is machine-written (the generator's hot samples, which
+# the other heads take for human).
 # 1. the data: the generator's held-out Yelp reviews and its own samples (temperatures 0.6-1.2, top-k 0/20, top-p
 #    1.0/0.9, length caps 300/600/1000), and every row of the eight labelled sets in LABELLED_DIR (see its README)
 #    except human ones the generator trained on, texts of 100+ characters;

@@ -41,7 +41,7 @@ def test_bundled_generator_is_better_than_chance_on_review_text():
 
 
 def test_bundled_detector_scores_the_bundled_generators_reviews_above_a_human_one():
-    # Its own generator's samples are what it catches least well (ROC-AUC 0.77 on the held-out ones, see the README):
+    # Its own generator's samples are what it catches least well (ROC-AUC 0.85 on the held-out ones, see the README):
     # one sample can pass as human, but on average they score well above a person's review.
     model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL).eval()
     tokenizer = AutoTokenizer.from_pretrained(BUNDLED_MODEL)
@@ -88,9 +88,9 @@ RECORDED_REVIEW = "The tacos a medium well flavor to the dish which was so good 
 RECORDED_GUIDED_REVIEW = "The tacos a medium will fill out something I am in this location."  # ended by <eos>
 RECORDED_P_MACHINE = {
     "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through the "
-    "menu and recommended the short rib.": 0.222651,
+    "menu and recommended the short rib.": 0.375389,
     "The food was amazing and the staff was so friendly! I will definitely be back again soon. Highly recommend this "
-    "place to everyone.": 0.854208,
+    "place to everyone.": 0.849816,
 }
 
 

@@ -41,6 +41,7 @@ from charlstm.detection.probe import (
     Views,
     frozen_features,
     ngram_counts,
+    rating_gains,
 )
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
@@ -843,28 +844,33 @@ def test_the_models_likelihood_score_is_the_fitted_likelihood_heads_margin(tiny_
     assert len(set(np.round(in_model, 4))) == 4
 
 
-def test_the_models_own_sample_score_takes_over_where_the_fitted_head_does(tiny_tokenizer, tiny_model,
-                                                                           tiny_model_dir):
+def test_the_models_own_sample_score_takes_over_where_the_fitted_head_does(tiny_tokenizer, tmp_path):
     # The own-sample head overrules the others only on texts its gate takes for the generator's domain, and there
-    # only where it says machine more strongly; the saved model does what StackedHead.margins does.
+    # only where it says machine more strongly; the saved model does what StackedHead.margins does, the rating gain
+    # of a rated generator included.
+    generator = make_tiny_model(tiny_tokenizer, conditioned_on_stars=True, star_embedding_dim=4)
+    generator.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
     texts = ["The tacos were great and the salsa was fresh.", "Cold fries, slow waiter. We waited forty minutes.",
              "Decent pizza for the price; the crust was thin.", "Meh. The soup was salty and the bread was stale.",
              "Quarterly revenue rose four percent on strong demand.", "The committee adjourned without a vote today.",
              "Photosynthesis converts light into chemical energy.", "The treaty was signed in the spring of 1648."]
-    features = frozen_features(tiny_model, tiny_tokenizer, texts, lengths=(30,))
-    views = Views(features.top[30], statistics=features.likelihood[30])
+    features = frozen_features(generator, tiny_tokenizer, texts, lengths=(30,))
+    gain = rating_gains(generator, tiny_tokenizer, texts, lengths=(30,))[30]
+    assert np.isfinite(gain).all() and len(set(np.round(gain[:, 0], 6))) == 8
+    views = Views(features.top[30], statistics=features.likelihood[30], gain=gain)
     labels = np.array([1, 0, 1, 0, 1, 0, 1, 0])
     in_domain, own = np.arange(8) < 4, np.arange(8) < 4
     top = LinearHead(np.random.default_rng(0).normal(size=24), -0.5)
-    head = StackedHead(top, own=OwnSampleHead.fit(views.top, views.statistics, labels, in_domain, own))
+    head = StackedHead(top, own=OwnSampleHead.fit(views.top, views.own_statistics, labels, in_domain, own))
     head = head.standardised_on(views)
     gated, margins = head.own.gated(views), head.margins(views)
     assert gated.any() and not gated.all()  # both kinds of text, or the test would not test the gate
     assert np.allclose(margins[~gated], top.margins(views.top[~gated]), atol=1e-5)
     overruled = margins > top.margins(views.top) + 1e-3
     assert overruled.any() and (margins >= top.margins(views.top) - 1e-5).all() and not (overruled & ~gated).any()
-    model = frozen_detector_model(str(tiny_model_dir), head)
-    assert model.config.own_sample_score
+    model = frozen_detector_model(str(tmp_path), head)
+    assert model.config.own_sample_score and model.own_samples.reads_rating_gain
     batch = tiny_tokenizer([text[:30] for text in texts], padding=True, padding_side="left", return_tensors="pt")
     with torch.no_grad():
         logits = model(**batch).logits

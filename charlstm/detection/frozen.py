@@ -37,6 +37,7 @@ from .probe import (
     frozen_features,
     ngram_counts,
     normalised,
+    rating_gains,
 )
 from .settings import DETECTOR_TOKENIZER, LABELS, MACHINE
 from .training import source_counts
@@ -129,7 +130,7 @@ class FrozenHeads:
         if own_samples:  # not when the generator itself is left out
             rows = np.concatenate(list(chosen.values()))
             head.own = OwnSampleHead.fit(np.concatenate([crop.top for crop in crops]),
-                                         np.concatenate([crop.statistics for crop in crops]), np.array(labels),
+                                         np.concatenate([crop.own_statistics for crop in crops]), np.array(labels),
                                          self.in_domain[rows], self.own[rows], l2=self.l2)
         return head.standardised_on(self.views[self.longest][self.usable(self.longest, scored)])
 
@@ -196,8 +197,15 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
               for k in lengths}
     own = np.array([source == Path(generator_dir).name for source in sources])
     in_domain = own | np.array([row.get("domain") == own_domain for row in rows]) if own_domain else None
+    gains = {k: None for k in lengths}
+    if own_domain and generator.config.conditioned_on_stars:  # the own-sample head reads texts of its domain only
+        in_domain_rows = np.flatnonzero(in_domain)
+        some = rating_gains(generator, tokenizer, [texts[i] for i in in_domain_rows], lengths, batch_size)
+        gains = {k: np.full((len(texts), 1), np.nan) for k in lengths}
+        for k in lengths:
+            gains[k][in_domain_rows] = some[k]
     heads = FrozenHeads({k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood or own_domain
-                                  else None) for k in lengths}, labels, bool(ngram_buckets), likelihood, l2,
+                                  else None, gains[k]) for k in lengths}, labels, bool(ngram_buckets), likelihood, l2,
                         in_domain, own if own_domain else None)
     head = heads.fit(train, test)
     model = frozen_detector_model(generator_dir, head, ngram_max_n)

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..modeling_charlstm import LIKELIHOOD_STATISTICS, character_ngram_buckets, likelihood_statistics
+from ..modeling_charlstm import (
+    LIKELIHOOD_STATISTICS,
+    character_ngram_buckets,
+    likelihood_statistics,
+    log_probs_by_rating,
+    predicted_characters,
+    rating_gain,
+)
 from ..tokenization_charlstm import normalize_text
 from .calibration import fit_logistic
 
@@ -71,6 +78,32 @@ def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...]
                 layers[k][index] = every[row, begin : begin + k + 1].mean(0).numpy()
                 likelihood[k][index] = statistics[row]
     return FrozenFeatures(top, layers, likelihood)
+
+
+@torch.no_grad()
+def rating_gains(model, tokenizer, texts: list[str], lengths: tuple[int, ...] = (100, 200, 400),
+                 batch_size: int = 32) -> dict[int, np.ndarray]:
+    """Per crop length, each text's `rating_gain` [texts, 1] (NaN where the text is shorter), as the own-sample head
+    of a detector reads it: six passes of the rated causal LM `model` per text."""
+    longest = max(lengths)
+    crops = [text[:longest] for text in texts]
+    gains = {k: np.full((len(crops), 1), np.nan) for k in lengths}
+    order = sorted(range(len(crops)), key=lambda index: len(crops[index]))
+    for start in range(0, len(crops), batch_size):
+        chunk = order[start : start + batch_size]
+        rows = [[tokenizer.bos_token_id] + tokenizer.convert_tokens_to_ids(list(crops[i])) for i in chunk]
+        batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        logits = model.lm_head(model.model.run_layers(ids, mask, None, False, None, False)[0])
+        per_rating = log_probs_by_rating(model.model, model.lm_head, ids, mask)
+        begins = torch.tensor([ids.shape[1] - len(row) for row in rows])  # the <bos> positions
+        for k in lengths:
+            up_to_k = mask * (torch.arange(ids.shape[1]) <= (begins + k).unsqueeze(1))
+            gain = rating_gain(per_rating, logits, ids, predicted_characters(ids, up_to_k)).numpy()
+            for row, index in enumerate(chunk):
+                if len(crops[index]) >= k:
+                    gains[k][index] = gain[row]
+    return gains
 
 
 @dataclass
@@ -201,14 +234,15 @@ class OwnSampleHead:
         return self.gate.margins(views.top) > 0
 
     def margins(self, views: "Views") -> np.ndarray:
-        return self.likelihood.margins(views.statistics) * self.scale + self.shift
+        return self.likelihood.margins(views.own_statistics) * self.scale + self.shift
 
     def in_units_of(self, views: "Views", margins: np.ndarray) -> "OwnSampleHead":
-        """The head with its margins on the gated texts of `views` as centred and spread as `margins` are there."""
-        gated = self.gated(views)
+        """The head with its margins on the gated texts of `views` (those it has every statistic of) as centred and
+        spread as `margins` are there."""
+        gated = self.gated(views) & np.isfinite(views.own_statistics).all(axis=1)
         if gated.sum() < 2:
             return self
-        own = self.likelihood.margins(views.statistics[gated])
+        own = self.likelihood.margins(views.own_statistics[gated])
         scale = margins[gated].std() / (own.std() + 1e-12)
         return replace(self, scale=float(scale), shift=float(margins[gated].mean() - own.mean() * scale))
 
@@ -216,15 +250,22 @@ class OwnSampleHead:
 @dataclass
 class Views:
     """What the heads read of the same texts: the mean top-layer state, the n-gram counts, the likelihood
-    statistics (None where no head reads them)."""
+    statistics, the rating gain (None where no head reads them)."""
 
     top: np.ndarray
     counts: object = None
     statistics: np.ndarray | None = None
+    gain: np.ndarray | None = None
+
+    @property
+    def own_statistics(self) -> np.ndarray:
+        """What the own-sample head reads: the likelihood statistics and, of a rated generator, the rating gain."""
+        return self.statistics if self.gain is None else np.concatenate([self.statistics, self.gain], axis=1)
 
     def __getitem__(self, rows) -> "Views":
         return Views(self.top[rows], None if self.counts is None else self.counts[rows],
-                     None if self.statistics is None else self.statistics[rows])
+                     None if self.statistics is None else self.statistics[rows],
+                     None if self.gain is None else self.gain[rows])
 
 
 @dataclass
@@ -270,7 +311,10 @@ class StackedHead:
         averaged = self.averaged(views)
         if self.own is None:
             return averaged
-        return np.where(self.own.gated(views), np.maximum(averaged, self.own.margins(views)), averaged)
+        # A build computes the rating gain of the generator's domain only (five more passes per text): where the gate
+        # opens on a text without it, the own-sample head stays out of these margins (the saved model reads it).
+        own = self.own.margins(views)
+        return np.where(self.own.gated(views) & np.isfinite(own), np.maximum(averaged, own), averaged)
 
 
 def normalised(texts: list[str]) -> list[str]:

@@ -254,8 +254,9 @@ def _head_words(config: dict) -> str:
         extra.append("how likely the generator finds each of its characters")
     words += f", averaged with a head on {' and one on '.join(extra)}" if extra else ""
     if config.get("own_sample_score"):
-        words += ("; on texts that read like the generator's own domain, a head on how likely the generator finds "
-                  "them, fitted on its own samples, takes over where it is surer the text is machine-written")
+        rated = " and how much likelier once told the best rating" if config.get("conditioned_on_stars") else ""
+        words += (f"; on texts that read like the generator's own domain, a head on how likely the generator finds "
+                  f"them{rated}, fitted on its own samples, takes over where it is surer the text is machine-written")
     return words
 
 

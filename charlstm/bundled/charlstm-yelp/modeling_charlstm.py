@@ -524,6 +524,12 @@ class CharLSTMNgramScore(nn.Module):
         return torch.stack(logits)
 
 
+def predicted_characters(input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """[batch, length - 1]: 1 where a real token is predicted from a real position (the statistics' characters)."""
+    real = torch.ones_like(input_ids) if attention_mask is None else attention_mask[:, -input_ids.shape[1] :]
+    return real[:, :-1] * real[:, 1:]
+
+
 LIKELIHOOD_STATISTICS = ("log_prob_mean", "log_prob_std", "entropy_mean", "entropy_std", "top1_share",
                          "top3_share", "top10_share", "curvature")
 
@@ -544,8 +550,7 @@ def likelihood_statistics(
     entropy = -(probs * log_probs).sum(-1)
     variance = (probs * log_probs.square()).sum(-1) - entropy.square()
     rank = (predicting > predicting.gather(-1, targets)).sum(-1) + 1
-    real = torch.ones_like(input_ids) if attention_mask is None else attention_mask[:, -input_ids.shape[1] :]
-    kept = (real[:, :-1] * real[:, 1:]).double()  # a real character predicted from a real position
+    kept = predicted_characters(input_ids, attention_mask).double()
     count = kept.sum(1).clamp(min=1)
 
     def mean(values):
@@ -559,23 +564,67 @@ def likelihood_statistics(
     return torch.stack([mean(log_prob), spread(log_prob), mean(entropy), spread(entropy), *shares, curvature], dim=1)
 
 
+def log_probs_by_rating(
+    model: "CharLSTMModel", lm_head: nn.Linear, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """
+    The log-probability of each character of left-padded texts that start with `<bos>` (as the tokenizer writes
+    them) once the generator is told each rating: read as `<bos><kstar>` and the text, as `generate` reads a rated
+    prompt. [ratings 1-5, batch, length - 1], aligned with `likelihood_statistics`'s predictions (position j: the
+    token at j + 1).
+    """
+    batch, length = input_ids.shape
+    real = torch.ones_like(input_ids) if attention_mask is None else attention_mask[:, -length:]
+    pad = torch.full((batch, 1), model.config.pad_token_id or 0, dtype=input_ids.dtype, device=input_ids.device)
+    rated = torch.cat([pad, input_ids], dim=1)  # one more column: <bos> moves left, the star token takes its place
+    mask = torch.cat([torch.zeros_like(pad), real], dim=1)
+    rows = torch.arange(batch, device=input_ids.device)
+    star_at = (rated == model.config.bos_token_id).int().argmax(dim=1).clamp(min=1)
+    rated[rows, star_at - 1], mask[rows, star_at - 1] = model.config.bos_token_id, 1
+    per_rating = []
+    for rating in range(1, NUM_RATINGS):
+        rated[rows, star_at] = FIRST_STAR_TOKEN_ID + rating - 1
+        hidden = model.run_layers(rated, mask, None, False, None, False)[0]
+        log_probs = lm_head(hidden[:, 1:-1]).log_softmax(dim=-1)  # predicting the original positions 1..length-1
+        per_rating.append(log_probs.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1))
+    return torch.stack(per_rating)
+
+
+def rating_gain(per_rating: torch.Tensor, logits: torch.Tensor, input_ids: torch.LongTensor,
+                kept: torch.Tensor) -> torch.Tensor:
+    """
+    Per text [batch, 1]: how much better the generator explains its characters (those `kept`, [batch, length - 1])
+    under the best rating (`log_probs_by_rating`) than without one (`logits`, its unrated pass). A sample written
+    for a rating is explained much better under it; a person's review less so.
+    """
+    unrated = logits[:, :-1].log_softmax(dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    kept = kept.to(unrated.dtype)
+    count = kept.sum(1).clamp(min=1)
+    best = ((per_rating * kept).sum(-1) / count).max(dim=0).values
+    return (best - (unrated * kept).sum(1) / count).unsqueeze(1)
+
+
 class CharLSTMLikelihoodScore(nn.Module):
     """
     Logits from the generator's own view of a text: its language-model head on the top-layer states, the text's
     `likelihood_statistics` and their squared distances from human texts' (`human_center`, in units of
     `human_spread`: sampling moves a text's likelihood both ways from real text's), read by a linear map `weight`.
+    `extra_statistics` more columns (e.g. the `rating_gain`) may be passed to `forward` beside them.
     """
 
-    def __init__(self, config: CharLSTMConfig):
+    def __init__(self, config: CharLSTMConfig, extra_statistics: int = 0):
         super().__init__()
         self.lm_head = nn.Linear(config.hidden_sizes[-1], config.vocab_size)
-        size = len(LIKELIHOOD_STATISTICS)
+        size = len(LIKELIHOOD_STATISTICS) + extra_statistics
         self.weight = nn.Parameter(torch.zeros(config.num_labels, 2 * size))
         self.register_buffer("human_center", torch.zeros(size))
         self.register_buffer("human_spread", torch.ones(size))
 
-    def forward(self, hidden: torch.Tensor, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None):
+    def forward(self, hidden: torch.Tensor, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
+                extra: torch.Tensor | None = None):
         statistics = likelihood_statistics(self.lm_head(hidden), input_ids, attention_mask)
+        if extra is not None:
+            statistics = torch.cat([statistics, extra.double()], dim=1)
         distances = ((statistics - self.human_center) / self.human_spread) ** 2
         return (torch.cat([statistics, distances], dim=1) @ self.weight.T.double()).to(hidden.dtype)
 
@@ -585,7 +634,8 @@ class CharLSTMOwnSampleScore(nn.Module):
     A two-way classifier's view for the generator's own samples: a `CharLSTMLikelihoodScore` (plus `bias`) fitted on
     them against human texts of the generator's domain only, so it is trusted only where `gate`, reading the pooled
     state, is above 0 (the text is of that domain); there its logits replace the others' where its machine margin
-    (second logit minus first) is the larger.
+    (second logit minus first) is the larger. Of a generator conditioned on ratings it also reads the `rating_gain`,
+    which costs five more passes of the LSTM over the gated texts.
     """
 
     def __init__(self, config: CharLSTMConfig):
@@ -593,15 +643,27 @@ class CharLSTMOwnSampleScore(nn.Module):
         if config.num_labels != 2:
             raise ValueError(f"own_sample_score needs a two-way classifier (human, machine), got {config.num_labels} "
                              "labels")
-        self.likelihood = CharLSTMLikelihoodScore(config)
+        self.reads_rating_gain = bool(config.conditioned_on_stars)
+        self.likelihood = CharLSTMLikelihoodScore(config, extra_statistics=int(self.reads_rating_gain))
         self.bias = nn.Parameter(torch.zeros(config.num_labels))
         self.gate = nn.Linear(config.hidden_sizes[-1], 1)
 
     def forward(self, logits: torch.Tensor, pooled: torch.Tensor, hidden: torch.Tensor, input_ids: torch.LongTensor,
-                attention_mask: torch.Tensor | None) -> torch.Tensor:
-        own = self.likelihood(hidden, input_ids, attention_mask) + self.bias
-        stronger = (own[:, 1] - own[:, 0] > logits[:, 1] - logits[:, 0]) & (self.gate(pooled).squeeze(-1) > 0)
-        return torch.where(stronger.unsqueeze(-1), own, logits)
+                attention_mask: torch.Tensor | None, model: "CharLSTMModel") -> torch.Tensor:
+        rows = (self.gate(pooled).squeeze(-1) > 0).nonzero().squeeze(1)
+        if len(rows) == 0:
+            return logits
+        ids, states = input_ids[rows], hidden[rows]
+        mask = None if attention_mask is None else attention_mask[rows]
+        gain = None
+        if self.reads_rating_gain:
+            gain = rating_gain(log_probs_by_rating(model, self.likelihood.lm_head, ids, mask),
+                               self.likelihood.lm_head(states), ids, predicted_characters(ids, mask))
+        own = self.likelihood(states, ids, mask, gain) + self.bias
+        stronger = own[:, 1] - own[:, 0] > logits[rows, 1] - logits[rows, 0]
+        logits = logits.clone()
+        logits[rows] = torch.where(stronger.unsqueeze(-1), own, logits[rows])
+        return logits
 
 
 class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
@@ -656,7 +718,7 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         if self.likelihood is not None:
             logits = logits + self.likelihood(hidden, input_ids, attention_mask)
         if self.own_samples is not None:
-            logits = self.own_samples(logits, pooled, hidden, input_ids, attention_mask)
+            logits = self.own_samples(logits, pooled, hidden, input_ids, attention_mask, self.model)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
