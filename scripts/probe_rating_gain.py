@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from charlstm.detection.data import load_detector_data
 from charlstm.detection.metrics import roc_auc
-from charlstm.detection.probe import frozen_features, normalised, rating_gains
+from charlstm.detection.probe import frozen_features, normalised
 from charlstm.modeling_charlstm import LIKELIHOOD_STATISTICS
 from charlstm.runfiles import write_json
 from charlstm.training.report import cpu_name
@@ -61,8 +61,8 @@ def main() -> int:
     texts = normalised([row["text"] for row in rows])
     labels = np.array([int(row["label"]) for row in rows])
     temperatures = np.array([row["temperature"] or 0.0 for row in rows])
-    unrated = frozen_features(model, tokenizer, texts, args.lengths, args.batch_size).likelihood
-    gains = rating_gains(model, tokenizer, texts, args.lengths, args.batch_size)
+    features = frozen_features(model, tokenizer, texts, args.lengths, args.batch_size, rated=range(len(texts)))
+    unrated, gains = features.likelihood, features.gain
     print(f"CPU: {cpu_name()}; {len(rows)} texts of {own}; ROC-AUC")
     print(f"{'crop':>5s} {'texts':18s} {'human':>6s} {'machine':>8s} {'unrated':>8s} {'gain':>8s} {'both':>8s}")
     results = []

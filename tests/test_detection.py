@@ -41,7 +41,6 @@ from charlstm.detection.probe import (
     Views,
     frozen_features,
     ngram_counts,
-    rating_gains,
 )
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
@@ -855,8 +854,8 @@ def test_the_models_own_sample_score_takes_over_where_the_fitted_head_does(tiny_
              "Decent pizza for the price; the crust was thin.", "Meh. The soup was salty and the bread was stale.",
              "Quarterly revenue rose four percent on strong demand.", "The committee adjourned without a vote today.",
              "Photosynthesis converts light into chemical energy.", "The treaty was signed in the spring of 1648."]
-    features = frozen_features(generator, tiny_tokenizer, texts, lengths=(30,))
-    gain = rating_gains(generator, tiny_tokenizer, texts, lengths=(30,))[30]
+    features = frozen_features(generator, tiny_tokenizer, texts, lengths=(30,), rated=range(len(texts)))
+    gain = features.gain[30]
     assert np.isfinite(gain).all() and len(set(np.round(gain[:, 0], 6))) == 8
     views = Views(features.top[30], statistics=features.likelihood[30], gain=gain)
     labels = np.array([1, 0, 1, 0, 1, 0, 1, 0])

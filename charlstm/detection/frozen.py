@@ -37,7 +37,6 @@ from .probe import (
     frozen_features,
     ngram_counts,
     normalised,
-    rating_gains,
 )
 from .settings import DETECTOR_TOKENIZER, LABELS, MACHINE
 from .training import source_counts
@@ -192,21 +191,16 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     families = row_families(rows, Path(generator_dir).name)
     groups = rewrite_groups(rows)
     train, test = group_split(groups, test_share, seed)
-    features = frozen_features(generator, tokenizer, texts, lengths, batch_size)
-    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) if ngram_buckets else None
-              for k in lengths}
     own = np.array([source == Path(generator_dir).name for source in sources])
     in_domain = own | np.array([row.get("domain") == own_domain for row in rows]) if own_domain else None
-    gains = {k: None for k in lengths}
-    if own_domain and generator.config.conditioned_on_stars:  # the own-sample head reads texts of its domain only
-        in_domain_rows = np.flatnonzero(in_domain)
-        some = rating_gains(generator, tokenizer, [texts[i] for i in in_domain_rows], lengths, batch_size)
-        gains = {k: np.full((len(texts), 1), np.nan) for k in lengths}
-        for k in lengths:
-            gains[k][in_domain_rows] = some[k]
+    # The own-sample head of a rated generator reads the rating gain, of texts of its domain only.
+    rated = np.flatnonzero(in_domain) if own_domain and generator.config.conditioned_on_stars else ()
+    features = frozen_features(generator, tokenizer, texts, lengths, batch_size, rated=rated)
+    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) if ngram_buckets else None
+              for k in lengths}
     heads = FrozenHeads({k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood or own_domain
-                                  else None, gains[k]) for k in lengths}, labels, bool(ngram_buckets), likelihood, l2,
-                        in_domain, own if own_domain else None)
+                                  else None, None if features.gain is None else features.gain[k]) for k in lengths},
+                        labels, bool(ngram_buckets), likelihood, l2, in_domain, own if own_domain else None)
     head = heads.fit(train, test)
     model = frozen_detector_model(generator_dir, head, ngram_max_n)
     model.save_pretrained(output_dir)

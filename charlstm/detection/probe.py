@@ -12,6 +12,7 @@ samples alone (`OwnSampleHead`, the model's `CharLSTMOwnSampleScore`).
 """
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -34,20 +35,24 @@ from .calibration import fit_logistic
 class FrozenFeatures:
     """Per crop length, one row per text (NaN where the text is shorter than the length): `top` the mean top-layer
     state [texts, hidden], `layers` the mean state of the embedding and every layer side by side, `likelihood` the
-    LIKELIHOOD_STATISTICS of the text's first `length` characters."""
+    LIKELIHOOD_STATISTICS of the text's first `length` characters, `gain` their `rating_gain` [texts, 1] (NaN too
+    where not asked for; None when asked for no text's)."""
 
     top: dict[int, np.ndarray]
     layers: dict[int, np.ndarray]
     likelihood: dict[int, np.ndarray]
+    gain: dict[int, np.ndarray] | None = None
 
 
 @torch.no_grad()
 def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...] = (100, 200, 400),
-                    batch_size: int = 32) -> FrozenFeatures:
+                    batch_size: int = 32, rated: Collection[int] = ()) -> FrozenFeatures:
     """
     One pass of the causal LM `model` over each text's first max(`lengths`) characters, as given (normalise them
     first); a left-to-right model's states over a text's first k characters are those of its k-character crop, so
-    every length comes from the same pass. The means run over `<bos>` and the characters, as the detector's do.
+    every length comes from the same pass. The means run over `<bos>` and the characters, as the detector's do. The
+    texts whose indices are in `rated` are also read after each star token of a rated `model` (`rating_gain`, what
+    the own-sample head of a detector reads: five more passes each).
     """
     model.eval()
     longest = max(lengths)
@@ -57,6 +62,8 @@ def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...]
     top = {k: np.full((count, hidden_size), np.nan, dtype=np.float32) for k in lengths}
     layers = {k: np.full((count, layers_size), np.nan, dtype=np.float32) for k in lengths}
     likelihood = {k: np.full((count, len(LIKELIHOOD_STATISTICS)), np.nan) for k in lengths}
+    rated = frozenset(rated)
+    gain = {k: np.full((count, 1), np.nan) for k in lengths} if rated else None
     order = sorted(range(count), key=lambda index: len(crops[index]))
     for start in range(0, count, batch_size):
         chunk = order[start : start + batch_size]
@@ -67,9 +74,15 @@ def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...]
         logits = model.lm_head(last)
         width = batch["input_ids"].shape[1]
         begins = torch.tensor([width - len(row) for row in rows])  # the <bos> positions
+        rated_rows = [row for row, index in enumerate(chunk) if index in rated]
+        if rated_rows:
+            ids, mask = batch["input_ids"][rated_rows], batch["attention_mask"][rated_rows]
+            per_rating = log_probs_by_rating(model.model, model.lm_head, ids, mask)
         for k in lengths:
             up_to_k = batch["attention_mask"] * (torch.arange(width) <= (begins + k).unsqueeze(1))
             statistics = likelihood_statistics(logits, batch["input_ids"], up_to_k).numpy()
+            gains = {} if not rated_rows else dict(zip(rated_rows, rating_gain(
+                per_rating, logits[rated_rows], ids, predicted_characters(ids, up_to_k[rated_rows])).numpy()))
             for row, index in enumerate(chunk):
                 if len(crops[index]) < k:
                     continue
@@ -77,33 +90,9 @@ def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...]
                 top[k][index] = last[row, begin : begin + k + 1].mean(0).numpy()
                 layers[k][index] = every[row, begin : begin + k + 1].mean(0).numpy()
                 likelihood[k][index] = statistics[row]
-    return FrozenFeatures(top, layers, likelihood)
-
-
-@torch.no_grad()
-def rating_gains(model, tokenizer, texts: list[str], lengths: tuple[int, ...] = (100, 200, 400),
-                 batch_size: int = 32) -> dict[int, np.ndarray]:
-    """Per crop length, each text's `rating_gain` [texts, 1] (NaN where the text is shorter), as the own-sample head
-    of a detector reads it: six passes of the rated causal LM `model` per text."""
-    longest = max(lengths)
-    crops = [text[:longest] for text in texts]
-    gains = {k: np.full((len(crops), 1), np.nan) for k in lengths}
-    order = sorted(range(len(crops)), key=lambda index: len(crops[index]))
-    for start in range(0, len(crops), batch_size):
-        chunk = order[start : start + batch_size]
-        rows = [[tokenizer.bos_token_id] + tokenizer.convert_tokens_to_ids(list(crops[i])) for i in chunk]
-        batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        logits = model.lm_head(model.model.run_layers(ids, mask, None, False, None, False)[0])
-        per_rating = log_probs_by_rating(model.model, model.lm_head, ids, mask)
-        begins = torch.tensor([ids.shape[1] - len(row) for row in rows])  # the <bos> positions
-        for k in lengths:
-            up_to_k = mask * (torch.arange(ids.shape[1]) <= (begins + k).unsqueeze(1))
-            gain = rating_gain(per_rating, logits, ids, predicted_characters(ids, up_to_k)).numpy()
-            for row, index in enumerate(chunk):
-                if len(crops[index]) >= k:
-                    gains[k][index] = gain[row]
-    return gains
+                if row in gains:
+                    gain[k][index] = gains[row]
+    return FrozenFeatures(top, layers, likelihood, gain)
 
 
 @dataclass
