@@ -55,8 +55,9 @@ class CharLSTMConfig(PreTrainedConfig):
             the text (per-character log-probabilities, entropy, ranks, Fast-DetectGPT's curvature): what catches the
             generator's own samples best.
         own_sample_score: the two-way classification head also has a head for the generator's own samples alone:
-            its likelihood view fitted against human texts of its domain only, read where a gate on the pooled state
-            says a text is of that domain, and there taking over the machine margin where it is the larger.
+            its likelihood view fitted against human texts of its domain only, read where a gate on the character
+            n-grams (so it needs `ngram_buckets`) says a text is of that domain, and there taking over the machine
+            margin where it is the larger.
         detection: a detector's decision (threshold, uncertain band, calibration, what it was tested on), as
             `charlstm.detection.decision.DetectorDecision` reads and writes it; None for a generator. Kept in the
             config so that every way of loading the detector gives the same verdict.
@@ -138,6 +139,8 @@ class CharLSTMConfig(PreTrainedConfig):
             raise ValueError(f"ngram_buckets must be a non-negative integer, got {self.ngram_buckets!r}")
         if not isinstance(self.ngram_max_n, int) or not 1 <= self.ngram_max_n <= 6:  # keys fit in 64 bits
             raise ValueError(f"ngram_max_n must be an integer from 1 to 6, got {self.ngram_max_n!r}")
+        if self.own_sample_score and not self.ngram_buckets:
+            raise ValueError("own_sample_score's gate reads the text's character n-grams: set ngram_buckets too")
         if not isinstance(self.star_embedding_dim, int) or self.star_embedding_dim < 0:
             raise ValueError(f"star_embedding_dim must be a non-negative integer, got {self.star_embedding_dim!r}")
         if self.star_shares is not None and (

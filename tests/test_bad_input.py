@@ -112,6 +112,8 @@ CASES = [
      "--ngram-buckets"),
     ("detector-train-heads-not-frozen", "detector train {a-directory} out --likelihood", {}, "add --frozen"),
     ("detector-train-own-domain-not-frozen", "detector train {a-directory} out --own-domain yelp", {}, "add --frozen"),
+    ("detector-train-own-domain-no-ngrams", "detector train {a-directory} out --frozen --own-domain yelp", {},
+     "add --ngram-buckets"),
     ("calibrate-with-generator", "detector calibrate {generator} {a-directory} out", {},
      "is a generator, not a detector"),
     ("model-card-bad-json", "model-card {bad-json}", {}, "not valid JSON"),

@@ -529,7 +529,7 @@ def mixed_data_dir(tmp_path_factory, generator_dir, human_file, labelled_file):
 
 def test_a_frozen_detector_refuses_a_domain_its_data_does_not_have(mixed_data_dir, generator_dir, tmp_path, capsys):
     assert main(["detector", "train", str(mixed_data_dir), str(tmp_path / "out"), "--generator", str(generator_dir),
-                 "--frozen", "--own-domain", "hotels"]) == 2
+                 "--frozen", "--ngram-buckets", "4099", "--own-domain", "hotels"]) == 2
     err = capsys.readouterr().err
     assert "no rows of domain 'hotels'" in err and "Traceback" not in err and not (tmp_path / "out").exists()
 
@@ -857,17 +857,19 @@ def test_the_models_own_sample_score_takes_over_where_the_fitted_head_does(tiny_
     features = frozen_features(generator, tiny_tokenizer, texts, lengths=(30,), rated=range(len(texts)))
     gain = features.gain[30]
     assert np.isfinite(gain).all() and len(set(np.round(gain[:, 0], 6))) == 8
-    views = Views(features.top[30], statistics=features.likelihood[30], gain=gain)
+    counts = ngram_counts(tiny_tokenizer, texts, 30, 4, 4099)
+    views = Views(features.top[30], counts, statistics=features.likelihood[30], gain=gain)
     labels = np.array([1, 0, 1, 0, 1, 0, 1, 0])
     in_domain, own = np.arange(8) < 4, np.arange(8) < 4
     top = LinearHead(np.random.default_rng(0).normal(size=24), -0.5)
-    head = StackedHead(top, own=OwnSampleHead.fit(views.top, views.own_statistics, labels, in_domain, own))
+    head = StackedHead(top, ngrams=NgramHead.fit(counts, labels.tolist()),
+                       own=OwnSampleHead.fit(counts, views.own_statistics, labels, in_domain, own))
     head = head.standardised_on(views)
-    gated, margins = head.own.gated(views), head.margins(views)
+    gated, margins, averaged = head.own.gated(views), head.margins(views), head.averaged(views)
     assert gated.any() and not gated.all()  # both kinds of text, or the test would not test the gate
-    assert np.allclose(margins[~gated], top.margins(views.top[~gated]), atol=1e-5)
-    overruled = margins > top.margins(views.top) + 1e-3
-    assert overruled.any() and (margins >= top.margins(views.top) - 1e-5).all() and not (overruled & ~gated).any()
+    assert np.allclose(margins[~gated], averaged[~gated], atol=1e-5)
+    overruled = margins > averaged + 1e-3
+    assert overruled.any() and (margins >= averaged - 1e-5).all() and not (overruled & ~gated).any()
     model = frozen_detector_model(str(tmp_path), head)
     assert model.config.own_sample_score and model.own_samples.reads_rating_gain
     batch = tiny_tokenizer([text[:30] for text in texts], padding=True, padding_side="left", return_tensors="pt")

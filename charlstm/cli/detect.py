@@ -126,8 +126,9 @@ def add_commands(subparsers) -> None:
                        "(log-probabilities, entropy, ranks, curvature), which catches its own samples best")
     train.add_argument("--own-domain", metavar="DOMAIN",
                        help="--frozen: add a head for the generator's own samples (its likelihood view against human "
-                       "texts of its domain), trusted where a text reads as that domain: the generator's own rows "
-                       "and DATA's rows whose `domain` is DOMAIN (e.g. yelp)")
+                       "texts of its domain), trusted where a text's n-grams read as that domain (so it needs "
+                       "--ngram-buckets): the generator's own rows and DATA's rows whose `domain` is DOMAIN "
+                       "(e.g. yelp)")
     train.add_argument("--per-side", type=int, default=400,
                        help="--frozen: most human and most machine texts per source of DATA (default: %(default)s)")
     train.set_defaults(func=run_train_detector)
@@ -290,6 +291,9 @@ def run_train_detector(args) -> int:
     if not args.frozen and (args.ngram_buckets or args.likelihood or args.own_domain):
         raise UsageError("--ngram-buckets, --likelihood and --own-domain are heads of a --frozen detector: "
                          "add --frozen")
+    if args.own_domain and not args.ngram_buckets:
+        raise UsageError("--own-domain: the own-sample head's gate reads the text's character n-grams: add "
+                         "--ngram-buckets")
     generator_dir = check_kind(args.generator, GENERATOR)  # a wrong generator fails before the data loads
     data = without_sources(load_detector_data(args.data), args.leave_out_source)
     if args.frozen:

@@ -76,8 +76,9 @@ def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: in
             own = model.own_samples
             own.bias[MACHINE] = _load_likelihood(own.likelihood, generator, head.own.likelihood,
                                                  -head.own.shift / head.own.scale, 1 / head.own.scale)
+            own.gate.idf.copy_(torch.from_numpy(head.own.gate.idf))
             own.gate.weight[0] = torch.from_numpy(head.own.gate.weights).float()
-            own.gate.bias[0] = head.own.gate.bias
+            own.gate_bias[0] = head.own.gate.bias
     return model.eval()
 
 
@@ -128,7 +129,9 @@ class FrozenHeads:
         own_samples = [i for i in indices if self.own[i] and self.labels[i]] if self.own is not None else []
         if own_samples:  # not when the generator itself is left out
             rows = np.concatenate(list(chosen.values()))
-            head.own = OwnSampleHead.fit(np.concatenate([crop.top for crop in crops]),
+            from scipy.sparse import vstack
+
+            head.own = OwnSampleHead.fit(vstack([crop.counts for crop in crops]),
                                          np.concatenate([crop.own_statistics for crop in crops]), np.array(labels),
                                          self.in_domain[rows], self.own[rows], l2=self.l2)
         return head.standardised_on(self.views[self.longest][self.usable(self.longest, scored)])
