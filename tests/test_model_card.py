@@ -116,6 +116,9 @@ def test_detector_card_lists_every_training_source_and_its_figures(tmp_path, tin
     assert "| gpt3.jsonl (machine text by gpt-3) | 0.971 | 0.802 | 3.1% | 318 | 320 |" in card
     assert f"| gpt2.jsonl (machine text by gpt-2) | 0.950 | {NOT_MEASURED} | {NOT_MEASURED} | 678 | 680 |" in card
     assert "P(machine) from 0.30 to 0.71" in card
+    # A pipeline or widget user, whose label flips at 0.5, is told how the package reads the score.
+    assert ('`charlstm detect` and the Space call a text machine-written at P(machine) >= 0.734, and say "uncertain" '
+            "from 0.30 to 0.71") in " ".join(card.split())
     table = card[card.index("| Source | Domain"):].split("\n\n")[0].splitlines()
     assert len(table) == 2 + 3  # header, rule, one row per source: no blank line breaks the table
 

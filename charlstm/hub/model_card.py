@@ -238,6 +238,7 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
         threshold=_threshold_words(decision),
         uncertain_band=("P(machine) from {:.2f} to {:.2f}".format(*decision.uncertain_band)
                         if decision.uncertain_band else NOT_MEASURED),
+        reading=_reading_words(decision),
         **{name: _figure(value, "{:.4f}") for name, value in metrics.items()},
     )
     return _render(DETECTOR_TEMPLATE, card_data, context)
@@ -282,6 +283,14 @@ def _threshold_words(decision: DetectorDecision) -> str:
         return f"P(machine) >= {threshold:.3f}"
     return (f"P(machine) >= {threshold:.3f}, the lowest at which each source's held-out human texts were called "
             f"machine at most {rate:.0%} of the time")
+
+
+def _reading_words(decision: DetectorDecision) -> str:
+    """How `charlstm detect` reads P(machine), for pipeline and widget users, whose label flips at 0.5."""
+    words = f"call a text machine-written at P(machine) >= {decision.threshold:.3g}"
+    if decision.uncertain_band:
+        words += ", and say \"uncertain\" from {:.2f} to {:.2f}".format(*decision.uncertain_band)
+    return words
 
 
 def _source_rows(log: dict) -> list[dict]:
