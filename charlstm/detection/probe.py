@@ -19,6 +19,7 @@ import torch
 
 from ..errors import UsageError
 from ..modeling_charlstm import (
+    GAIN_RATINGS,
     LIKELIHOOD_STATISTICS,
     character_ngram_buckets,
     likelihood_statistics,
@@ -45,13 +46,14 @@ class FrozenFeatures:
 
 @torch.no_grad()
 def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...] = (100, 200, 400),
-                    batch_size: int = 32, rated: Collection[int] = ()) -> FrozenFeatures:
+                    batch_size: int = 32, rated: Collection[int] = (),
+                   gain_ratings: tuple[int, ...] = GAIN_RATINGS) -> FrozenFeatures:
     """
     One pass of the causal LM `model` over each text's first max(`lengths`) characters, as given (normalise them
     first); a left-to-right model's states over a text's first k characters are those of its k-character crop, so
     every length comes from the same pass. The means run over `<bos>` and the characters, as the detector's do. The
-    texts whose indices are in `rated` are also read after each star token of a rated `model` (`rating_gain`, what
-    the own-sample head of a detector reads: five more passes each).
+    texts whose indices are in `rated` are also read after the star token of each of `gain_ratings` of a rated
+    `model` (`rating_gain`, what the own-sample head of a detector reads: a pass per rating).
     """
     model.eval()
     longest = max(lengths)
@@ -76,7 +78,7 @@ def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...]
         rated_rows = [row for row, index in enumerate(chunk) if index in rated]
         if rated_rows:
             ids, mask = batch["input_ids"][rated_rows], batch["attention_mask"][rated_rows]
-            per_rating = log_probs_by_rating(model.model, model.lm_head, ids, mask)
+            per_rating = log_probs_by_rating(model.model, model.lm_head, ids, mask, gain_ratings)
         for k in lengths:
             up_to_k = batch["attention_mask"] * (torch.arange(width) <= (begins + k).unsqueeze(1))
             statistics = likelihood_statistics(logits, batch["input_ids"], up_to_k).numpy()
@@ -305,7 +307,7 @@ class StackedHead:
         averaged = self.averaged(views)
         if self.own is None:
             return averaged
-        # A build computes the rating gain of the generator's domain only (five more passes per text): where the gate
+        # A build computes the rating gain of the generator's domain only (a pass per rating read): where the gate
         # opens on a text without it, the own-sample head stays out of these margins (the saved model reads it).
         own = self.own.margins(views)
         return np.where(self.own.gated(views) & np.isfinite(own), np.maximum(averaged, own), averaged)

@@ -564,14 +564,20 @@ def likelihood_statistics(
     return torch.stack([mean(log_prob), spread(log_prob), mean(entropy), spread(entropy), *shares, curvature], dim=1)
 
 
+# The ratings `rating_gain` takes the best of: the best of 1, 3 and 5 stars tells the generator's samples from
+# reviews as well as the best of all five (`scripts/probe_rating_gain.py --ratings`), in three passes instead of five.
+GAIN_RATINGS = (1, 3, 5)
+
+
 def log_probs_by_rating(
-    model: "CharLSTMModel", lm_head: nn.Linear, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None
+    model: "CharLSTMModel", lm_head: nn.Linear, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
+    ratings: tuple[int, ...] = GAIN_RATINGS,
 ) -> torch.Tensor:
     """
     The log-probability of each character of left-padded texts that start with `<bos>` (as the tokenizer writes
-    them) once the generator is told each rating: read as `<bos><kstar>` and the text, as `generate` reads a rated
-    prompt. [ratings 1-5, batch, length - 1], aligned with `likelihood_statistics`'s predictions (position j: the
-    token at j + 1).
+    them) once the generator is told each of `ratings`: read as `<bos><kstar>` and the text, as `generate` reads a
+    rated prompt. [len(ratings), batch, length - 1], aligned with `likelihood_statistics`'s predictions (position j:
+    the token at j + 1).
     """
     batch, length = input_ids.shape
     real = torch.ones_like(input_ids) if attention_mask is None else attention_mask[:, -length:]
@@ -581,21 +587,23 @@ def log_probs_by_rating(
     rows = torch.arange(batch, device=input_ids.device)
     star_at = (rated == model.config.bos_token_id).int().argmax(dim=1).clamp(min=1)
     rated[rows, star_at - 1], mask[rows, star_at - 1] = model.config.bos_token_id, 1
-    ratings = NUM_RATINGS - 1
-    rated = rated.repeat(ratings, 1)  # every rating's copy in one batch: one pass of larger products is faster
-    rated[torch.arange(ratings * batch, device=input_ids.device), star_at.repeat(ratings)] = (
-        FIRST_STAR_TOKEN_ID + torch.arange(ratings, device=input_ids.device).repeat_interleave(batch))
-    hidden = model.run_layers(rated, mask.repeat(ratings, 1), None, False, None, False)[0]
+    copies = len(ratings)
+    rated = rated.repeat(copies, 1)  # every rating's copy in one batch: one pass of larger products is faster
+    stars = FIRST_STAR_TOKEN_ID - 1 + torch.tensor(ratings, dtype=rated.dtype, device=input_ids.device)
+    copy_rows = torch.arange(copies * batch, device=input_ids.device)
+    rated[copy_rows, star_at.repeat(copies)] = stars.repeat_interleave(batch)
+    hidden = model.run_layers(rated, mask.repeat(copies, 1), None, False, None, False)[0]
     log_probs = lm_head(hidden[:, 1:-1]).log_softmax(dim=-1)  # predicting the original positions 1..length-1
-    targets = input_ids[:, 1:].repeat(ratings, 1).unsqueeze(-1)
-    return log_probs.gather(-1, targets).squeeze(-1).view(ratings, batch, length - 1)
+    targets = input_ids[:, 1:].repeat(copies, 1).unsqueeze(-1)
+    return log_probs.gather(-1, targets).squeeze(-1).view(copies, batch, length - 1)
 
 
 def rating_gain(per_rating: torch.Tensor, logits: torch.Tensor, input_ids: torch.LongTensor,
                 kept: torch.Tensor) -> torch.Tensor:
     """
     Per text [batch, 1]: how much better the generator explains its characters (those `kept`, [batch, length - 1])
-    under the best rating (`log_probs_by_rating`) than without one (`logits`, its unrated pass). A sample written
+    under the best of the ratings it was read with (`log_probs_by_rating`) than without one (`logits`, its unrated
+    pass). A sample written
     for a rating is explained much better under it; a person's review less so.
     """
     unrated = logits[:, :-1].log_softmax(dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
@@ -636,8 +644,8 @@ class CharLSTMOwnSampleScore(nn.Module):
     them against human texts of the generator's domain only, so it is trusted only where `gate`, reading the text's
     character n-grams (plus `gate_bias`), is above 0 (the text is of that domain: its words say so even where a hot
     sample's states do not); there its logits replace the others' where its machine margin (second logit minus first)
-    is the larger. Of a generator conditioned on ratings it also reads the `rating_gain`, which costs five more passes
-    of the LSTM over the gated texts.
+    is the larger. Of a generator conditioned on ratings it also reads the `rating_gain`, which costs a pass of the
+    LSTM per rating in GAIN_RATINGS over the gated texts.
     """
 
     def __init__(self, config: CharLSTMConfig):
