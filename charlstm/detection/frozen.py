@@ -119,21 +119,20 @@ class FrozenHeads:
         crops = [self.views[k][rows] for k, rows in chosen.items()]
         labels = [int(self.labels[i]) for rows in chosen.values() for i in rows]
         head = StackedHead(LinearHead.fit(np.concatenate([crop.top for crop in crops]), labels, l2=self.l2))
+        counts = None  # what the n-gram head and the own-sample head's gate read
         if self.ngrams:
             from scipy.sparse import vstack
 
-            head.ngrams = NgramHead.fit(vstack([crop.counts for crop in crops]), labels)
+            counts = vstack([crop.counts for crop in crops])
+            head.ngrams = NgramHead.fit(counts, labels)
         if self.likelihood:
             head.likelihood = LikelihoodHead.fit(np.concatenate([crop.statistics for crop in crops]), labels,
                                                  l2=self.l2)
         own_samples = [i for i in indices if self.own[i] and self.labels[i]] if self.own is not None else []
         if own_samples:  # not when the generator itself is left out
             rows = np.concatenate(list(chosen.values()))
-            from scipy.sparse import vstack
-
-            head.own = OwnSampleHead.fit(vstack([crop.counts for crop in crops]),
-                                         np.concatenate([crop.own_statistics for crop in crops]), np.array(labels),
-                                         self.in_domain[rows], self.own[rows], l2=self.l2)
+            head.own = OwnSampleHead.fit(counts, np.concatenate([crop.own_statistics for crop in crops]),
+                                         np.array(labels), self.in_domain[rows], self.own[rows], l2=self.l2)
         return head.standardised_on(self.views[self.longest][self.usable(self.longest, scored)])
 
     def unseen_auc(self, train: list[int], test: list[int]) -> float | None:

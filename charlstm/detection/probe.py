@@ -47,7 +47,7 @@ class FrozenFeatures:
 @torch.no_grad()
 def frozen_features(model, tokenizer, texts: list[str], lengths: tuple[int, ...] = (100, 200, 400),
                     batch_size: int = 32, rated: Collection[int] = (),
-                   gain_ratings: tuple[int, ...] = GAIN_RATINGS) -> FrozenFeatures:
+                    gain_ratings: tuple[int, ...] = GAIN_RATINGS) -> FrozenFeatures:
     """
     One pass of the causal LM `model` over each text's first max(`lengths`) characters, as given (normalise them
     first); a left-to-right model's states over a text's first k characters are those of its k-character crop, so

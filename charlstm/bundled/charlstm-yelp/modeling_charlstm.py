@@ -603,8 +603,7 @@ def rating_gain(per_rating: torch.Tensor, logits: torch.Tensor, input_ids: torch
     """
     Per text [batch, 1]: how much better the generator explains its characters (those `kept`, [batch, length - 1])
     under the best of the ratings it was read with (`log_probs_by_rating`) than without one (`logits`, its unrated
-    pass). A sample written
-    for a rating is explained much better under it; a person's review less so.
+    pass). A sample written for a rating is explained much better under it; a person's review less so.
     """
     unrated = logits[:, :-1].log_softmax(dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
     kept = kept.to(unrated.dtype)
@@ -631,11 +630,16 @@ class CharLSTMLikelihoodScore(nn.Module):
 
     def forward(self, hidden: torch.Tensor, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
                 extra: torch.Tensor | None = None):
-        statistics = likelihood_statistics(self.lm_head(hidden), input_ids, attention_mask)
+        return self.read(self.lm_head(hidden), input_ids, attention_mask, extra)
+
+    def read(self, lm_logits: torch.Tensor, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
+             extra: torch.Tensor | None = None):
+        """`forward` from the LM head's logits, for a caller that needs them too."""
+        statistics = likelihood_statistics(lm_logits, input_ids, attention_mask)
         if extra is not None:
             statistics = torch.cat([statistics, extra.double()], dim=1)
         distances = ((statistics - self.human_center) / self.human_spread) ** 2
-        return (torch.cat([statistics, distances], dim=1) @ self.weight.T.double()).to(hidden.dtype)
+        return (torch.cat([statistics, distances], dim=1) @ self.weight.T.double()).to(lm_logits.dtype)
 
 
 class CharLSTMOwnSampleScore(nn.Module):
@@ -664,13 +668,13 @@ class CharLSTMOwnSampleScore(nn.Module):
         rows = (self.gate(input_ids, attention_mask).squeeze(-1) + self.gate_bias > 0).nonzero().squeeze(1)
         if len(rows) == 0:
             return logits
-        ids, states = input_ids[rows], hidden[rows]
+        ids, lm_logits = input_ids[rows], self.likelihood.lm_head(hidden[rows])
         mask = None if attention_mask is None else attention_mask[rows]
         gain = None
         if self.reads_rating_gain:
-            gain = rating_gain(log_probs_by_rating(model, self.likelihood.lm_head, ids, mask),
-                               self.likelihood.lm_head(states), ids, predicted_characters(ids, mask))
-        own = self.likelihood(states, ids, mask, gain) + self.bias
+            gain = rating_gain(log_probs_by_rating(model, self.likelihood.lm_head, ids, mask), lm_logits, ids,
+                               predicted_characters(ids, mask))
+        own = self.likelihood.read(lm_logits, ids, mask, gain) + self.bias
         stronger = own[:, 1] - own[:, 0] > logits[rows, 1] - logits[rows, 0]
         logits = logits.clone()
         logits[rows] = torch.where(stronger.unsqueeze(-1), own, logits[rows])
