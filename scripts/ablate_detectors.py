@@ -12,9 +12,12 @@ of a length), so formatting and length cannot decide.
 Features, computed once with the frozen generator and cached in `--cache`: the mean top-layer state (what
 `charlstm detector train --frozen` ships), the mean state of every layer, and the generator's view of the text
 (log-likelihood, entropy, ranks, Fast-DetectGPT's curvature: `charlstm.detection.probe`). Methods, each a logistic
-regression: `ngram` (character 1-4-gram TF-IDF, scikit-learn), `likelihood` (the statistics and their squared
+regression: `ngram` (character 1-4-gram TF-IDF, scikit-learn), `words` (word 1-2-gram TF-IDF: a word is a run of
+letters, digits and underscores, any other character but a space a word by itself, as the shipped detector's
+`CharLSTMNgramScore` counts them), `likelihood` (the statistics and their squared
 distances from human texts'), `top` (mean top-layer state), `layers` (every layer's mean), `layers+lik.` (both);
-and the combinations `ngram+top`, `ngram+layers+lik.`, `ngram+lik.` and `ngram+top+lik.`, no further fit: the
+and the combinations `ngram+top`, `words+top`, `ngram+layers+lik.`, `ngram+lik.` and `ngram+top+lik.`, no further
+fit: the
 parts' margins, each standardised over the scored texts, averaged.
 
 Splits (`charlstm.detection.families`): leave-one-family-out (every text of a generator family is tested, none
@@ -56,9 +59,10 @@ from charlstm.detection.settings import SamplingGrid
 from charlstm.generation.sampling import load_generator
 
 # Combinations: no further fit, each part's margins standardised over the scored texts (no labels), averaged.
-COMBINED = {"ngram+top": ("ngram", "top"), "ngram+layers+lik.": ("ngram", "layers+lik."),
-            "ngram+lik.": ("ngram", "likelihood"), "ngram+top+lik.": ("ngram", "top", "likelihood")}
-METHODS = ("ngram", "likelihood", "top", "layers", "layers+lik.", *COMBINED)
+COMBINED = {"ngram+top": ("ngram", "top"), "words+top": ("words", "top"),
+            "ngram+layers+lik.": ("ngram", "layers+lik."), "ngram+lik.": ("ngram", "likelihood"),
+            "ngram+top+lik.": ("ngram", "top", "likelihood")}
+METHODS = ("ngram", "words", "likelihood", "top", "layers", "layers+lik.", *COMBINED)
 OWN_GRID = SamplingGrid(temperatures=(0.6, 0.8, 1.0, 1.2), top_ks=(0, 20), top_ps=(1.0, 0.9), max_new_tokens=(600,))
 CURLY = "\u2018\u2019\u201c\u201d"
 
@@ -149,21 +153,26 @@ def features_of(args, generator, texts: list[str]) -> FrozenFeatures:
     return features
 
 
-def ngram_counts(texts: list[str], length: int):
-    """Character 1-4-gram counts of each text's first `length` characters (hashed: nothing is fitted here, so the
-    counts of every text can be computed once; the TF-IDF weights are fitted on each split's training texts)."""
-    vectorizer = HashingVectorizer(analyzer="char", ngram_range=(1, 4), n_features=2**20, alternate_sign=False,
-                                   norm=None)
-    return vectorizer.transform([text[:length] for text in texts])
+NGRAM_VIEWS = {  # method -> what it counts (hashed: nothing is fitted here, so every text's counts are computed once)
+    "ngram": {"analyzer": "char", "ngram_range": (1, 4)},
+    "words": {"analyzer": "word", "ngram_range": (1, 2), "token_pattern": r"(?u)\b\w+\b|[^\w\s]", "lowercase": False},
+}
+
+
+def ngram_counts(texts: list[str], length: int) -> dict:
+    """Per n-gram method, the counts of each text's first `length` characters; the TF-IDF weights are fitted on each
+    split's training texts."""
+    return {method: HashingVectorizer(n_features=2**20, alternate_sign=False, norm=None, **view).transform(
+        [text[:length] for text in texts]) for method, view in NGRAM_VIEWS.items()}
 
 
 def scores_of(method: str, train: list[int], test: list[int], labels: np.ndarray, features: FrozenFeatures,
               counts, length: int, l2: float) -> np.ndarray:
     y = labels[train]
-    if method == "ngram":
-        tfidf = TfidfTransformer(sublinear_tf=True).fit(counts[train])
-        model = LogisticRegression(C=10.0, max_iter=1000).fit(tfidf.transform(counts[train]), y)
-        return model.decision_function(tfidf.transform(counts[test]))
+    if method in NGRAM_VIEWS:
+        tfidf = TfidfTransformer(sublinear_tf=True).fit(counts[method][train])
+        model = LogisticRegression(C=10.0, max_iter=1000).fit(tfidf.transform(counts[method][train]), y)
+        return model.decision_function(tfidf.transform(counts[method][test]))
     humans = np.array(train)[y == 0]
     likelihood = features.likelihood[length]
     if method in ("likelihood", "layers+lik."):

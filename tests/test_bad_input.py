@@ -110,6 +110,8 @@ CASES = [
      "is a detector, not a generator"),
     ("detector-train-negative-buckets", "detector train {a-directory} out --frozen --ngram-buckets -5", {},
      "--ngram-buckets"),
+    ("detector-train-no-ngrams-counted",
+     "detector train {a-directory} out --frozen --ngram-buckets 101 --ngram-chars 0", {}, "counts no n-grams"),
     ("detector-train-heads-not-frozen", "detector train {a-directory} out --likelihood", {}, "add --frozen"),
     ("detector-train-own-domain-not-frozen", "detector train {a-directory} out --own-domain yelp", {}, "add --frozen"),
     ("detector-train-own-domain-no-ngrams", "detector train {a-directory} out --frozen --own-domain yelp", {},

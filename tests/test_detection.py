@@ -7,6 +7,7 @@ human texts below after a few dozen steps.
 
 import json
 import random
+import re
 import shutil
 
 import datasets
@@ -41,13 +42,14 @@ from charlstm.detection.probe import (
     Views,
     frozen_features,
     ngram_counts,
+    word_kinds,
 )
 from charlstm.detection.settings import MACHINE, DetectorTraining
 from charlstm.detection.training import EqualLengthCrops, train_detector
 from charlstm.detection.zero_shot import ZeroShotDetector, statistics_of_texts
 from charlstm.errors import UsageError
 from charlstm.hub.model_card import render_model_card
-from charlstm.modeling_charlstm import CharLSTMForSequenceClassification
+from charlstm.modeling_charlstm import CharLSTMForSequenceClassification, word_ngram_buckets
 from charlstm.tokenization_charlstm import normalize_text
 from charlstm.training.data import load_reviews
 from charlstm.training.rundir import last_complete_checkpoint
@@ -786,17 +788,23 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     # its own samples (its domain: the human reviews' file), read by the saved model itself.
     stacked_path = tmp_path / "frozen-ngrams"
     assert main(["detector", "train", str(mixed_data_dir), str(stacked_path), "--generator", str(generator_dir),
-                 "--frozen", "--max-chars", "120", "--ngram-buckets", "4099", "--likelihood",
+                 "--frozen", "--max-chars", "120", "--ngram-buckets", "4099", "--ngram-words", "2", "--likelihood",
                  "--own-domain", human_file.stem]) == 0
     stacked = Detector(stacked_path)
     config = stacked.pipeline.model.config
     assert config.ngram_buckets == 4099 and config.likelihood_features and config.own_sample_score
-    assert load_file(stacked_path / "model.safetensors")["ngrams.weight"].abs().sum() > 0
+    assert config.ngram_max_n == 4 and config.ngram_word_max_n == 2
+    weights = load_file(stacked_path / "model.safetensors")
+    assert weights["ngrams.weight"].abs().sum() > 0
+    # Both n-gram heads know the words of the tokenizer's characters, on every loading path (saved with the weights).
+    assert torch.equal(weights["ngrams.word_kinds"], word_kinds(stacked.pipeline.tokenizer))
+    assert torch.equal(weights["own_samples.gate.word_kinds"], weights["ngrams.word_kinds"])
     for source in set(everything["source"]):
         figures = evaluate(stacked, everything.filter(lambda row, source=source: row["source"] == source))
         assert figures["roc_auc"] >= 0.8, (source, figures)
     card = render_model_card(stacked_path)  # says what the head reads and what it trained on
-    assert "character 1-4-grams" in card and "fitted on its own samples" in card and "other-generator" in card
+    assert "character 1-4-grams and word 1-2-grams" in card and "fitted on its own samples" in card
+    assert "other-generator" in card
     # A plain pipeline (no tokenizer options, as the Hub widget calls it) reads what `charlstm detect` reads: the first
     # 120 characters of a long text, a literal "<5star>" as characters.
     texts = [*everything["text"][:6], " ".join(everything["text"][:4]), "A <5star> place. " + everything["text"][0]]
@@ -878,20 +886,41 @@ def test_the_models_own_sample_score_takes_over_where_the_fitted_head_does(tiny_
     assert np.allclose((logits[:, MACHINE] - logits[:, 1 - MACHINE]).numpy(), margins, atol=0.02)
 
 
-def test_the_models_ngram_score_is_the_fitted_n_gram_heads_margin(tiny_tokenizer):
+@pytest.mark.parametrize(("max_n", "word_max_n"), [(3, 0), (0, 2), (3, 2)])
+def test_the_models_ngram_score_is_the_fitted_n_gram_heads_margin(tiny_tokenizer, max_n, word_max_n):
     # Training counts n-grams from the tokenizer's ids (ngram_counts); the model counts them in forward, padded.
     texts = ["The tacos were great and fresh.", "Cold fries, slow waiter!", "Decent pizza; thin crust.", "Meh."] * 2
     labels = [1, 0, 1, 0, 0, 1, 1, 0]
-    counts = ngram_counts(tiny_tokenizer, texts, length=20, max_n=3, buckets=211)
+    counts = ngram_counts(tiny_tokenizer, texts, length=20, max_n=max_n, buckets=211, word_max_n=word_max_n)
     head = NgramHead.fit(counts, labels)
     config = CharLSTMConfig(vocab_size=len(tiny_tokenizer), embedding_dim=8, hidden_sizes=[8], num_labels=2,
-                            ngram_buckets=211, ngram_max_n=3)
+                            ngram_buckets=211, ngram_max_n=max_n, ngram_word_max_n=word_max_n)
     model = CharLSTMForSequenceClassification(config).eval()
     with torch.no_grad():
         model.ngrams.idf.copy_(torch.from_numpy(head.idf))
         model.ngrams.weight[MACHINE] = torch.from_numpy(head.weights).float()
+        if word_max_n:
+            model.ngrams.word_kinds.copy_(word_kinds(tiny_tokenizer))
     batch = tiny_tokenizer([text[:20] for text in texts], padding=True, padding_side="left", return_tensors="pt")
     with torch.no_grad():
         in_model = model.ngrams(batch["input_ids"], batch["attention_mask"])[:, MACHINE].numpy()
     assert np.allclose(in_model + head.bias, head.margins(counts), atol=1e-5)
     assert len(set(np.round(in_model, 4))) > 2  # the texts differ
+
+
+def test_word_ngrams_are_words_and_punctuation_as_a_regular_expression_reads_them(tiny_tokenizer):
+    # A word is a run of letters and digits: "great" is the same word before a full stop and before a space, the full
+    # stop a word of its own, "Great" another word; the <bos> before a text and padding break words.
+    def words(text: str, max_n: int = 1) -> list[int]:
+        ids = torch.tensor([[tiny_tokenizer.bos_token_id] + tiny_tokenizer.convert_tokens_to_ids(list(text))])
+        return sorted(word_ngram_buckets(ids, None, word_kinds(tiny_tokenizer), max_n, 2**40)[0].tolist())
+
+    assert len(words("It was great. Great tacos, 10 of them!")) == len(
+        re.findall(r"\b\w+\b|[^\w\s]", "It was great. Great tacos, 10 of them!")) == 11
+    assert set(words("great")) < set(words("great.")) and len(words("great.")) == 2
+    assert words("great") != words("Great") and words("great  tacos") == words("great tacos")
+    pairs, swapped = set(words("great tacos", max_n=2)), set(words("tacos great", max_n=2))
+    assert len(pairs) == 3 and len(pairs & swapped) == 2  # the same two words, not the same pair
+    batch = tiny_tokenizer(["great tacos", "tacos"], padding=True, padding_side="left", return_tensors="pt")
+    padded = word_ngram_buckets(batch["input_ids"], batch["attention_mask"], word_kinds(tiny_tokenizer), 2, 2**40)
+    assert sorted(padded[1].tolist()) == words("tacos", 2) and sorted(padded[0].tolist()) == words("great tacos", 2)

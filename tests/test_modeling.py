@@ -33,6 +33,8 @@ PROMPTS = ["The tacos were", "Cold", "Best brunch in town, fluffy"]
         ({"tie_word_embeddings": True, "embedding_dim": 16, "hidden_sizes": [32, 24]}, "tie_word_embeddings"),
         ({"vocab_size": 20, "eos_token_id": 40}, "eos_token_id"),
         ({"classifier_pooling": "max"}, "classifier_pooling"),
+        ({"ngram_word_max_n": 5}, "ngram_word_max_n"),
+        ({"ngram_buckets": 101, "ngram_max_n": 0}, "no n-grams to count"),
     ],
 )
 def test_invalid_config_names_the_field(fields, named):

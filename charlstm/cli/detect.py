@@ -119,8 +119,14 @@ def add_commands(subparsers) -> None:
         "and per-set and per-family figures in the config",
     )
     train.add_argument("--ngram-buckets", type=whole_number(0), default=0,
-                       help="--frozen: average in a logistic regression on the text's character 1-4-grams hashed into "
-                       "this many buckets, read by the model itself (0 = none; default: %(default)s)")
+                       help="--frozen: average in a logistic regression on the text's n-grams (--ngram-chars, "
+                       "--ngram-words) hashed into this many buckets, read by the model itself (0 = none; default: "
+                       "%(default)s)")
+    train.add_argument("--ngram-chars", type=whole_number(0, 6), default=4, metavar="N",
+                       help="--ngram-buckets counts character n-grams of 1 to N characters (0 = none; default: "
+                       "%(default)s)")
+    train.add_argument("--ngram-words", type=whole_number(0, 3), default=0, metavar="N",
+                       help="--ngram-buckets also counts word n-grams of 1 to N words (0 = none; default: %(default)s)")
     train.add_argument("--likelihood", action="store_true",
                        help="--frozen: average in a logistic regression on how the generator itself finds the text "
                        "(log-probabilities, entropy, ranks, curvature), which catches its own samples best")
@@ -291,8 +297,10 @@ def run_train_detector(args) -> int:
     if not args.frozen and (args.ngram_buckets or args.likelihood or args.own_domain):
         raise UsageError("--ngram-buckets, --likelihood and --own-domain are heads of a --frozen detector: "
                          "add --frozen")
+    if args.ngram_buckets and not args.ngram_chars and not args.ngram_words:
+        raise UsageError("--ngram-buckets with --ngram-chars 0 and --ngram-words 0 counts no n-grams: raise one")
     if args.own_domain and not args.ngram_buckets:
-        raise UsageError("--own-domain: the own-sample head's gate reads the text's character n-grams: add "
+        raise UsageError("--own-domain: the own-sample head's gate reads the text's n-grams: add "
                          "--ngram-buckets")
     generator_dir = check_kind(args.generator, GENERATOR)  # a wrong generator fails before the data loads
     data = without_sources(load_detector_data(args.data), args.leave_out_source)
@@ -313,7 +321,8 @@ def run_train_frozen(args, generator_dir: str, data) -> int:
     rows = balanced_selection(rows, args.per_side, args.seed)
     lengths = tuple(length for length in (100, 200, 400) if length <= args.max_chars) or (args.max_chars,)
     log = build_frozen_detector(generator_dir, rows, args.output, lengths=lengths, seed=args.seed,
-                                ngram_buckets=args.ngram_buckets, likelihood=args.likelihood,
+                                ngram_buckets=args.ngram_buckets, ngram_max_n=args.ngram_chars,
+                                ngram_word_max_n=args.ngram_words, likelihood=args.likelihood,
                                 own_domain=args.own_domain)
     write_json(Path(args.output) / DETECTOR_LOG, {**log, "left_out_sources": list(args.leave_out_source)})
     print(json.dumps({key: log[key] for key in ("threshold", "uncertain_band", "tested_on")}, indent=2))

@@ -37,21 +37,25 @@ from .probe import (
     frozen_features,
     ngram_counts,
     normalised,
+    word_kinds,
 )
 from .settings import DETECTOR_TOKENIZER, LABELS, MACHINE
 from .training import source_counts
 
 
-def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4):
+def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: int = 4, ngram_word_max_n: int = 0):
     """The generator's embedding and LSTM layers under a mean-pooling two-way head that is `head`: its n-gram part
-    in the model's `CharLSTMNgramScore`, its likelihood part in `CharLSTMLikelihoodScore` (the generator's LM head),
-    its own-sample part in `CharLSTMOwnSampleScore`."""
+    in the model's `CharLSTMNgramScore` (counting the n-grams `ngram_counts` counted with `ngram_max_n` and
+    `ngram_word_max_n`), its likelihood part in `CharLSTMLikelihoodScore` (the generator's LM head), its own-sample
+    part in `CharLSTMOwnSampleScore`."""
     model = AutoModelForSequenceClassification.from_pretrained(
         generator_dir, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={label: index for index, label in enumerate(LABELS)}, classifier_pooling="mean",
         ngram_buckets=0 if head.ngrams is None else len(head.ngrams.weights), ngram_max_n=ngram_max_n,
-        likelihood_features=head.likelihood is not None, own_sample_score=head.own is not None, dtype=torch.float32,
+        ngram_word_max_n=ngram_word_max_n, likelihood_features=head.likelihood is not None,
+        own_sample_score=head.own is not None, dtype=torch.float32,
     )
+    kinds = word_kinds(AutoTokenizer.from_pretrained(generator_dir)) if ngram_word_max_n else None
     if head.likelihood is not None or head.own is not None:  # their LM head is the generator's
         generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32)
 
@@ -64,6 +68,9 @@ def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: in
             parameter.zero_()
         # Only the difference of the two logits counts: the machine row carries the whole margin.
         model.score.weight[MACHINE], bias = folded("top", head.top)
+        for ngrams in (model.ngrams, None if model.own_samples is None else model.own_samples.gate):
+            if ngrams is not None and kinds is not None:
+                ngrams.word_kinds.copy_(kinds)
         if head.ngrams is not None:
             model.ngrams.idf.copy_(torch.from_numpy(head.ngrams.idf))
             model.ngrams.weight[MACHINE], part_bias = folded("ngrams", head.ngrams)
@@ -162,21 +169,21 @@ def row_families(rows: list[dict], own_source: str) -> list[str]:
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                           lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = TEST_SHARE,
                           max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
-                          ngram_buckets: int = 0, ngram_max_n: int = 4, likelihood: bool = False,
-                          own_domain: str | None = None) -> dict:
+                          ngram_buckets: int = 0, ngram_max_n: int = 4, ngram_word_max_n: int = 0,
+                          likelihood: bool = False, own_domain: str | None = None) -> dict:
     """
-    Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression
-    on the mean top-layer state, averaged with one on the hashed character n-grams when `ngram_buckets` and with one
-    on the generator's likelihood statistics when `likelihood` (each standardised over the tested texts' longest
-    crops) and, with `own_domain`, overruled by an `OwnSampleHead` on texts of the generator's domain (its own rows
-    and rows whose domain is `own_domain`), fitted on crops of every length in `lengths` of a `1 - test_share` part
-    of `rows` (dicts with text, label 0/1, source, generator, domain; split by `text_groups`, so no rewrite of a
-    tested text is trained on). Its tokenizer normalises (`normalize_text`) and reads at most max(`lengths`)
-    characters. On the tested part, read by the saved detector as `charlstm detect` reads it: its P(machine)
-    calibrated (`fold_platt_scaling`), the threshold at which at most `max_false_positive_rate` of each source's human
-    texts are called machine, the uncertain band, and per source and per generator family the AUC, the AUC of a head
-    fitted without it (a generator it never saw) and the share of machine texts caught, all
-    recorded in its config (`record_decision`). Returns what it measured.
+    Saves to `output_dir` a detector whose LSTM is the generator's, frozen, and whose head is a logistic regression on
+    the mean top-layer state, averaged with one on the hashed n-grams when `ngram_buckets` (of 1 to `ngram_max_n`
+    characters and 1 to `ngram_word_max_n` words) and with one on the generator's likelihood statistics when
+    `likelihood` (each standardised over the tested texts' longest crops) and, with `own_domain`, overruled by an
+    `OwnSampleHead` on texts of the generator's domain (its own rows and rows whose domain is `own_domain`), fitted on
+    crops of every length in `lengths` of a `1 - test_share` part of `rows` (dicts with text, label 0/1, source,
+    generator, domain; split by `text_groups`, so no rewrite of a tested text is trained on). Its tokenizer normalises
+    (`normalize_text`) and reads at most max(`lengths`) characters. On the tested part, read by the saved detector as
+    `charlstm detect` reads it: its P(machine) calibrated (`fold_platt_scaling`), the threshold at which at most
+    `max_false_positive_rate` of each source's human texts are called machine, the uncertain band, and per source and
+    per generator family the AUC, the AUC of a head fitted without it (a generator it never saw) and the share of
+    machine texts caught, all recorded in its config (`record_decision`). Returns what it measured.
     """
     started = time.perf_counter()
     if own_domain and not any(row["source"] == Path(generator_dir).name and row["label"] for row in rows):
@@ -198,13 +205,13 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     # The own-sample head of a rated generator reads the rating gain, of texts of its domain only.
     rated = np.flatnonzero(in_domain) if own_domain and generator.config.conditioned_on_stars else ()
     features = frozen_features(generator, tokenizer, texts, lengths, batch_size, rated=rated)
-    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets) if ngram_buckets else None
-              for k in lengths}
+    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets, ngram_word_max_n) if ngram_buckets
+              else None for k in lengths}
     heads = FrozenHeads({k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood or own_domain
                                   else None, None if features.gain is None else features.gain[k]) for k in lengths},
                         labels, bool(ngram_buckets), likelihood, l2, in_domain, own if own_domain else None)
     head = heads.fit(train, test)
-    model = frozen_detector_model(generator_dir, head, ngram_max_n)
+    model = frozen_detector_model(generator_dir, head, ngram_max_n, ngram_word_max_n)
     model.save_pretrained(output_dir)
     AutoTokenizer.from_pretrained(generator_dir, normalize_text=True, model_max_length=max(lengths) + 1,
                                   **DETECTOR_TOKENIZER).save_pretrained(output_dir)
@@ -262,5 +269,6 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                 [{key: rows[i][key] for key in ("source", "domain", "generator", "label")} for i in train])),
             "train_seconds": round(time.perf_counter() - started, 1), "device": device_name(torch.device("cpu")),
             "cannot_judge": len(test) - len(tested), "lengths": list(lengths), "l2": l2, "ngram_buckets": ngram_buckets,
-            "ngram_max_n": ngram_max_n, "likelihood": likelihood, "own_domain": own_domain, "calibration": calibration,
+            "ngram_max_n": ngram_max_n, "ngram_word_max_n": ngram_word_max_n, "likelihood": likelihood,
+            "own_domain": own_domain, "calibration": calibration,
             "threshold": threshold, "uncertain_band": list(band), "tested_on": tested_on, "families": by_family}

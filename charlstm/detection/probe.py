@@ -6,7 +6,7 @@ layer's states, and the generator's view of the text (how likely it found each c
 Fast-DetectGPT's analytic curvature). A logistic regression on such features trains in seconds, so many variants
 can be measured (`scripts/ablate_detectors.py`). The heads here are what a frozen detector is made of
 (`charlstm.detection.frozen`): a regression on the top layer's mean (the model's `score` layer), one on the text's
-hashed character n-grams (`NgramHead`, the model's `CharLSTMNgramScore`) and one on the likelihood statistics
+hashed character and word n-grams (`NgramHead`, the model's `CharLSTMNgramScore`) and one on the likelihood statistics
 (`LikelihoodHead`, the model's `CharLSTMLikelihoodScore`), averaged (`StackedHead`), and one for the generator's own
 samples alone (`OwnSampleHead`, the model's `CharLSTMOwnSampleScore`).
 """
@@ -21,9 +21,13 @@ from ..errors import UsageError
 from ..modeling_charlstm import (
     GAIN_RATINGS,
     LIKELIHOOD_STATISTICS,
-    character_ngram_buckets,
+    NUM_SPECIAL_TOKENS,
+    WORD_BREAK,
+    WORD_BY_ITSELF,
+    WORD_CHARACTER,
     likelihood_statistics,
     log_probs_by_rating,
+    ngram_buckets,
     predicted_characters,
     rating_gain,
 )
@@ -118,7 +122,7 @@ class LinearHead:
 
 @dataclass
 class NgramHead:
-    """P(machine) = sigmoid(TF-IDF of the hashed character n-gram counts @ weights + bias), as
+    """P(machine) = sigmoid(TF-IDF of the hashed n-gram counts @ weights + bias), as
     `CharLSTMNgramScore` computes it in the model."""
 
     idf: np.ndarray
@@ -147,18 +151,31 @@ class NgramHead:
         return (weighted @ self.weights) / norms + self.bias
 
 
-def ngram_counts(tokenizer, texts: list[str], length: int, max_n: int, buckets: int):
-    """The hashed character n-gram counts [texts, buckets] of each text's first `length` characters, read as the
-    detector reads them (its tokenizer, then `character_ngram_buckets`)."""
+def ngram_counts(tokenizer, texts: list[str], length: int, max_n: int, buckets: int, word_max_n: int = 0):
+    """The hashed n-gram counts [texts, buckets] of each text's first `length` characters (character n-grams of 1 to
+    `max_n` characters, word n-grams of 1 to `word_max_n` words), read as the detector reads them (its tokenizer, then
+    `ngram_buckets`)."""
     from scipy.sparse import csr_matrix
 
+    kinds = word_kinds(tokenizer) if word_max_n else None
     rows, columns = [], []
     for row, text in enumerate(texts):
         ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.convert_tokens_to_ids(list(text[:length]))])
-        [keys] = character_ngram_buckets(ids, None, max_n, buckets)
+        [keys] = ngram_buckets(ids, None, buckets, max_n, word_max_n, kinds)
         rows += [row] * len(keys)
         columns += keys.tolist()
     return csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(len(texts), buckets))
+
+
+def word_kinds(tokenizer) -> torch.Tensor:
+    """What each of the tokenizer's ids is to a word n-gram (`CharLSTMNgramScore.word_kinds`): letters, digits and
+    the underscore make words (as a regular expression's `\\w`), spaces and special tokens break them, any other
+    character is a word by itself."""
+    kinds = torch.full((len(tokenizer),), WORD_BREAK, dtype=torch.long)
+    for token, index in tokenizer.get_vocab().items():
+        if index >= NUM_SPECIAL_TOKENS and not token.isspace():
+            kinds[index] = WORD_CHARACTER if token.isalnum() or token == "_" else WORD_BY_ITSELF
+    return kinds
 
 
 def human_distance(statistics: np.ndarray, human_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -244,13 +244,20 @@ def _render_detector_card(model_dir, repo_id, revision) -> str:
     return _render(DETECTOR_TEMPLATE, card_data, context)
 
 
+def _ngram_words(characters: int, words: int) -> str:
+    """"character 1-4-grams and word 1-2-grams" for the n-grams an n-gram head counts."""
+    return " and ".join(f"{kind} 1-{longest}-grams" for kind, longest in (("character", characters), ("word", words))
+                        if longest)
+
+
 def _head_words(config: dict) -> str:
     """What the classification head reads: the pooled states, the n-grams and likelihood heads averaged in, and the
     own-sample head."""
     words = POOLING_WORDS.get(config.get("classifier_pooling", "last"), NOT_MEASURED)
     extra = []
     if config.get("ngram_buckets"):
-        extra.append(f"the text's character 1-{config.get('ngram_max_n', 4)}-grams (TF-IDF, hashed)")
+        extra.append(f"the text's {_ngram_words(config.get('ngram_max_n', 4), config.get('ngram_word_max_n', 0))} "
+                     "(TF-IDF, hashed)")
     if config.get("likelihood_features"):
         extra.append("how likely the generator finds each of its characters")
     words += f", averaged with a head on {' and one on '.join(extra)}" if extra else ""

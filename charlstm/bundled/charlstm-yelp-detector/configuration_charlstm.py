@@ -46,16 +46,20 @@ class CharLSTMConfig(PreTrainedConfig):
         classifier_pooling: what that head reads: `"last"`, the top-layer state at the last real character, or
             `"mean"`, the mean of the top-layer states over all real characters, which gathers evidence from the
             whole text instead of relying on the state to carry it to the end.
-        ngram_buckets: the classification head also reads the text's character n-grams (1 to `ngram_max_n`
-            characters), hashed into this many buckets, weighted as TF-IDF (sublinear counts, l2-normalised) and
-            scored by a linear layer whose logits add to the pooled state's (0: none). A frozen generator's states
-            and the n-grams err on different texts: together they transfer to unseen generators better than either.
-        ngram_max_n: the longest n-gram counted.
+        ngram_buckets: the classification head also reads the text's n-grams (character n-grams of 1 to
+            `ngram_max_n` characters and word n-grams of 1 to `ngram_word_max_n` words), hashed into this many
+            buckets, weighted as TF-IDF (sublinear counts, l2-normalised) and scored by a linear layer whose logits
+            add to the pooled state's (0: none). A frozen generator's states and the n-grams err on different
+            texts: together they transfer to unseen generators better than either.
+        ngram_max_n: the longest character n-gram counted (0: none).
+        ngram_word_max_n: the longest word n-gram counted (0: none). A word is a run of letters, digits and
+            underscores; every other character but a space is a word of its own. Word pairs carry phrasing that large
+            language models share across families, beyond the reach of short character n-grams.
         likelihood_features: the classification head also reads how the generator's own language-model head finds
             the text (per-character log-probabilities, entropy, ranks, Fast-DetectGPT's curvature): what catches the
             generator's own samples best.
         own_sample_score: the two-way classification head also has a head for the generator's own samples alone:
-            its likelihood view fitted against human texts of its domain only, read where a gate on the character
+            its likelihood view fitted against human texts of its domain only, read where a gate on the text's
             n-grams (so it needs `ngram_buckets`) says a text is of that domain, and there taking over the machine
             margin where it is the larger.
         detection: a detector's decision (threshold, uncertain band, calibration, what it was tested on), as
@@ -79,6 +83,7 @@ class CharLSTMConfig(PreTrainedConfig):
         classifier_pooling: str = "last",
         ngram_buckets: int = 0,
         ngram_max_n: int = 4,
+        ngram_word_max_n: int = 0,
         likelihood_features: bool = False,
         own_sample_score: bool = False,
         detection: dict | None = None,
@@ -100,6 +105,7 @@ class CharLSTMConfig(PreTrainedConfig):
         self.classifier_pooling = classifier_pooling
         self.ngram_buckets = ngram_buckets
         self.ngram_max_n = ngram_max_n
+        self.ngram_word_max_n = ngram_word_max_n
         self.likelihood_features = likelihood_features
         self.own_sample_score = own_sample_score
         self.detection = detection
@@ -137,10 +143,14 @@ class CharLSTMConfig(PreTrainedConfig):
             )
         if not isinstance(self.ngram_buckets, int) or self.ngram_buckets < 0:
             raise ValueError(f"ngram_buckets must be a non-negative integer, got {self.ngram_buckets!r}")
-        if not isinstance(self.ngram_max_n, int) or not 1 <= self.ngram_max_n <= 6:  # keys fit in 64 bits
-            raise ValueError(f"ngram_max_n must be an integer from 1 to 6, got {self.ngram_max_n!r}")
+        if not isinstance(self.ngram_max_n, int) or not 0 <= self.ngram_max_n <= 6:  # keys fit in 64 bits
+            raise ValueError(f"ngram_max_n must be an integer from 0 to 6, got {self.ngram_max_n!r}")
+        if not isinstance(self.ngram_word_max_n, int) or not 0 <= self.ngram_word_max_n <= 3:
+            raise ValueError(f"ngram_word_max_n must be an integer from 0 to 3, got {self.ngram_word_max_n!r}")
+        if self.ngram_buckets and not self.ngram_max_n and not self.ngram_word_max_n:
+            raise ValueError("ngram_buckets: set ngram_max_n or ngram_word_max_n, or there are no n-grams to count")
         if self.own_sample_score and not self.ngram_buckets:
-            raise ValueError("own_sample_score's gate reads the text's character n-grams: set ngram_buckets too")
+            raise ValueError("own_sample_score's gate reads the text's n-grams: set ngram_buckets too")
         if not isinstance(self.star_embedding_dim, int) or self.star_embedding_dim < 0:
             raise ValueError(f"star_embedding_dim must be a non-negative integer, got {self.star_embedding_dim!r}")
         if self.star_shares is not None and (

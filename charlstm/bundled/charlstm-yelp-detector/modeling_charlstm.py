@@ -19,6 +19,12 @@ from .configuration_charlstm import FIRST_STAR_TOKEN_ID, NUM_RATINGS, NUM_SPECIA
 
 # An n-gram's key: its character ids as base-NGRAM_BASE digits, its length as the top digit (ids stay below the base).
 NGRAM_BASE = 1024
+# What a character is to the word n-grams (`CharLSTMNgramScore.word_kinds`, one per id): a break between words (a
+# space, a special token), part of a word, or a word by itself (punctuation and other symbols).
+WORD_BREAK, WORD_CHARACTER, WORD_BY_ITSELF = 0, 1, 2
+# A word's key folds its character ids, a word n-gram's its length and its words' keys, as digits of base
+# WORD_KEY_BASE modulo WORD_KEY_MODULUS (both prime, so no bucket count, a power of two included, drops a digit).
+WORD_KEY_BASE, WORD_KEY_MODULUS = 1_000_003, 2**61 - 1
 
 
 class CharLSTMCache:
@@ -196,6 +202,8 @@ class CharLSTMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, CharLSTMNgramScore):
             init.zeros_(module.weight)  # no opinion until fitted
             init.ones_(module.idf)
+            if module.word_kinds is not None:
+                init.zeros_(module.word_kinds)  # no words until fitted
         elif isinstance(module, CharLSTMLikelihoodScore):
             init.zeros_(module.weight)
             init.zeros_(module.human_center)
@@ -480,17 +488,29 @@ class CharLSTMForCausalLM(CharLSTMPreTrainedModel, GenerationMixin):
         return CharLSTMCausalLMOutput(loss=loss, logits=logits, cache=cache, hidden_states=hidden_states)
 
 
+def ngram_buckets(
+    input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, buckets: int, max_n: int, word_max_n: int = 0,
+    word_kinds: torch.Tensor | None = None
+) -> list[torch.LongTensor]:
+    """Per text, the buckets of the n-grams `CharLSTMNgramScore` counts (`character_ngram_buckets` with `max_n`,
+    then `word_ngram_buckets` with `word_max_n`); a detector's head is fitted on the same."""
+    parts = []
+    if max_n:
+        parts.append(character_ngram_buckets(input_ids, attention_mask, max_n, buckets))
+    if word_max_n:
+        parts.append(word_ngram_buckets(input_ids, attention_mask, word_kinds, word_max_n, buckets))
+    return [torch.cat(keys) for keys in zip(*parts)]
+
+
 def character_ngram_buckets(
     input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, max_n: int, buckets: int
 ) -> list[torch.LongTensor]:
     """
     Per text, the hashed bucket of each of its character n-grams of 1 to `max_n` characters (none across a special
-    token or padding). `CharLSTMNgramScore` counts these, and a detector's head is fitted on the same counts.
+    token or padding).
     """
     ids = input_ids.long()
-    real = ids >= NUM_SPECIAL_TOKENS
-    if attention_mask is not None:
-        real &= attention_mask[:, -ids.shape[1] :].bool()
+    real = real_characters(input_ids, attention_mask)
     gram, whole = ids, real
     per_length = []
     for n in range(1, max_n + 1):
@@ -501,22 +521,68 @@ def character_ngram_buckets(
     return [torch.cat([keys[row][kept[row]] for keys, kept in per_length]) for row in range(ids.shape[0])]
 
 
+def word_ngram_buckets(
+    input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, word_kinds: torch.Tensor, max_n: int,
+    buckets: int
+) -> list[torch.LongTensor]:
+    """
+    Per text, the hashed bucket of each of its word n-grams of 1 to `max_n` words, `word_kinds` saying what each
+    character id is (`WORD_BREAK`, `WORD_CHARACTER`, `WORD_BY_ITSELF`; special tokens and padding break words).
+    """
+    kinds = word_kinds[input_ids.long()].masked_fill(~real_characters(input_ids, attention_mask), WORD_BREAK)
+    per_text = []
+    for ids, row_kinds in zip(input_ids.tolist(), kinds.tolist()):
+        words, word = [], 0
+        for character, kind in zip(ids, row_kinds):
+            if kind == WORD_CHARACTER:
+                word = (word * WORD_KEY_BASE + character) % WORD_KEY_MODULUS
+                continue
+            if word:
+                words.append(word)
+                word = 0
+            if kind == WORD_BY_ITSELF:
+                words.append(character)
+        words += [word] if word else []
+        keys = []
+        for n in range(1, max_n + 1):
+            for start in range(len(words) - n + 1):
+                key = n
+                for word in words[start : start + n]:
+                    key = (key * WORD_KEY_BASE + word) % WORD_KEY_MODULUS
+                keys.append(key % buckets)
+        per_text.append(torch.tensor(keys, dtype=torch.long, device=input_ids.device))
+    return per_text
+
+
+def real_characters(input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """[batch, length]: True where a text's own character is (not a special token, not padding)."""
+    real = input_ids >= NUM_SPECIAL_TOKENS
+    if attention_mask is not None:
+        real &= attention_mask[:, -input_ids.shape[1] :].bool()
+    return real
+
+
 class CharLSTMNgramScore(nn.Module):
     """
-    Logits (`outputs` of them, by default one per label) from a text's character n-grams: counts per hashed bucket,
-    weighted as TF-IDF (1 + log count, times the bucket's inverse document frequency `idf`, the vector scaled to unit
-    length) and read by a linear map `weight`.
+    Logits (`outputs` of them, by default one per label) from a text's character and word n-grams: counts per hashed
+    bucket, weighted as TF-IDF (1 + log count, times the bucket's inverse document frequency `idf`, the vector scaled
+    to unit length) and read by a linear map `weight`.
     """
 
     def __init__(self, config: CharLSTMConfig, outputs: int | None = None):
         super().__init__()
         self.max_n = config.ngram_max_n
+        self.word_max_n = config.ngram_word_max_n
         self.weight = nn.Parameter(torch.zeros(outputs or config.num_labels, config.ngram_buckets))
         self.register_buffer("idf", torch.ones(config.ngram_buckets))
+        # What each character id is to a word (WORD_BREAK...), set from the tokenizer's vocabulary when fitted.
+        kinds = torch.zeros(config.vocab_size, dtype=torch.long) if self.word_max_n else None
+        self.register_buffer("word_kinds", kinds)
 
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         logits = []
-        for keys in character_ngram_buckets(input_ids, attention_mask, self.max_n, self.idf.numel()):
+        for keys in ngram_buckets(input_ids, attention_mask, self.idf.numel(), self.max_n, self.word_max_n,
+                                  self.word_kinds):
             buckets, counts = torch.unique(keys, return_counts=True)
             values = (1 + counts.to(self.weight.dtype).log()) * self.idf[buckets]
             values = values / values.norm().clamp(min=1e-12)
@@ -646,7 +712,7 @@ class CharLSTMOwnSampleScore(nn.Module):
     """
     A two-way classifier's view for the generator's own samples: a `CharLSTMLikelihoodScore` (plus `bias`) fitted on
     them against human texts of the generator's domain only, so it is trusted only where `gate`, reading the text's
-    character n-grams (plus `gate_bias`), is above 0 (the text is of that domain: its words say so even where a hot
+    n-grams (plus `gate_bias`), is above 0 (the text is of that domain: its words say so even where a hot
     sample's states do not); there its logits replace the others' where its machine margin (second logit minus first)
     is the larger. Of a generator conditioned on ratings it also reads the `rating_gain`, which costs a pass of the
     LSTM per rating in GAIN_RATINGS over the gated texts.
