@@ -88,9 +88,9 @@ RECORDED_REVIEW = "The tacos a medium well flavor to the dish which was so good 
 RECORDED_GUIDED_REVIEW = "The tacos a medium will fill out something I am in this location."  # ended by <eos>
 RECORDED_P_MACHINE = {
     "Parking was a nightmare on a Friday night, so plan ahead. Once inside, our server Maria walked us through the "
-    "menu and recommended the short rib.": 0.371181,
+    "menu and recommended the short rib.": 0.365589,
     "The food was amazing and the staff was so friendly! I will definitely be back again soon. Highly recommend this "
-    "place to everyone.": 0.907249,
+    "place to everyone.": 0.90829,
 }
 
 
