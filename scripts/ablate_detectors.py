@@ -14,11 +14,10 @@ Features, computed once with the frozen generator and cached in `--cache`: the m
 (log-likelihood, entropy, ranks, Fast-DetectGPT's curvature: `charlstm.detection.probe`). Methods, each a logistic
 regression: `ngram` (character 1-4-gram TF-IDF, scikit-learn), `words` (word 1-2-gram TF-IDF: a word is a run of
 letters, digits and underscores, any other character but a space a word by itself, as the shipped detector's
-`CharLSTMNgramScore` counts them), `likelihood` (the statistics and their squared
-distances from human texts'), `top` (mean top-layer state), `layers` (every layer's mean), `layers+lik.` (both);
-and the combinations `ngram+top`, `words+top`, `ngram+layers+lik.`, `ngram+lik.` and `ngram+top+lik.`, no further
-fit: the
-parts' margins, each standardised over the scored texts, averaged.
+`CharLSTMNgramScore` counts them), `likelihood` (the statistics and their squared distances from human texts'), `top`
+(mean top-layer state), `layers` (every layer's mean), `layers+lik.` (both); and the combinations `ngram+top`,
+`words+top`, `ngram+layers+lik.`, `ngram+lik.` and `ngram+top+lik.`, no further fit: the parts' margins, each
+standardised over the scored texts, averaged.
 
 Splits (`charlstm.detection.families`): leave-one-family-out (every text of a generator family is tested, none
 trained on; half of the human texts of the sets it appears in are tested beside them), leave-one-set-out (a whole

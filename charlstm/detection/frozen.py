@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..errors import UsageError
+from ..modeling_charlstm import CharLSTMNgramScore
 from ..training.report import device_name
 from .calibration import calibrated_probability, fold_platt_scaling
 from .decision import choose_decision, record_decision
@@ -68,9 +69,9 @@ def frozen_detector_model(generator_dir: str, head: StackedHead, ngram_max_n: in
             parameter.zero_()
         # Only the difference of the two logits counts: the machine row carries the whole margin.
         model.score.weight[MACHINE], bias = folded("top", head.top)
-        for ngrams in (model.ngrams, None if model.own_samples is None else model.own_samples.gate):
-            if ngrams is not None and kinds is not None:
-                ngrams.word_kinds.copy_(kinds)
+        for module in model.modules():  # the n-gram head and the own-sample head's gate count the same words
+            if isinstance(module, CharLSTMNgramScore) and module.word_kinds is not None:
+                module.word_kinds.copy_(kinds)
         if head.ngrams is not None:
             model.ngrams.idf.copy_(torch.from_numpy(head.ngrams.idf))
             model.ngrams.weight[MACHINE], part_bias = folded("ngrams", head.ngrams)
