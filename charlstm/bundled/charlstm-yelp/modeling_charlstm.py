@@ -579,10 +579,15 @@ class CharLSTMNgramScore(nn.Module):
         kinds = torch.zeros(config.vocab_size, dtype=torch.long) if self.word_max_n else None
         self.register_buffer("word_kinds", kinds)
 
-    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def count(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> list[torch.LongTensor]:
+        """Per text, the bucket of each n-gram this head reads (what another head of the same config reads too)."""
+        return ngram_buckets(input_ids, attention_mask, self.idf.numel(), self.max_n, self.word_max_n, self.word_kinds)
+
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None,
+                counted: list[torch.LongTensor] | None = None) -> torch.Tensor:
+        """`counted`: the texts' n-grams as `count` gives them, where another head has counted them already."""
         logits = []
-        for keys in ngram_buckets(input_ids, attention_mask, self.idf.numel(), self.max_n, self.word_max_n,
-                                  self.word_kinds):
+        for keys in counted if counted is not None else self.count(input_ids, attention_mask):
             buckets, counts = torch.unique(keys, return_counts=True)
             values = (1 + counts.to(self.weight.dtype).log()) * self.idf[buckets]
             values = values / values.norm().clamp(min=1e-12)
@@ -730,8 +735,10 @@ class CharLSTMOwnSampleScore(nn.Module):
         self.gate_bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, logits: torch.Tensor, hidden: torch.Tensor, input_ids: torch.LongTensor,
-                attention_mask: torch.Tensor | None, model: "CharLSTMModel") -> torch.Tensor:
-        rows = (self.gate(input_ids, attention_mask).squeeze(-1) + self.gate_bias > 0).nonzero().squeeze(1)
+                attention_mask: torch.Tensor | None, model: "CharLSTMModel",
+                counted: list[torch.LongTensor] | None = None) -> torch.Tensor:
+        gate = self.gate(input_ids, attention_mask, counted).squeeze(-1)
+        rows = (gate + self.gate_bias > 0).nonzero().squeeze(1)
         if len(rows) == 0:
             return logits
         ids, lm_logits = input_ids[rows], self.likelihood.lm_head(hidden[rows])
@@ -794,12 +801,14 @@ class CharLSTMForSequenceClassification(CharLSTMPreTrainedModel):
         else:
             pooled = hidden[:, -1]
         logits = self.score(self.dropout(pooled))
+        counted = None  # the text's n-grams, counted once for the n-gram head and the own-sample gate (same config)
         if self.ngrams is not None:
-            logits = logits + self.ngrams(input_ids, attention_mask)
+            counted = self.ngrams.count(input_ids, attention_mask)
+            logits = logits + self.ngrams(input_ids, attention_mask, counted)
         if self.likelihood is not None:
             logits = logits + self.likelihood(hidden, input_ids, attention_mask)
         if self.own_samples is not None:
-            logits = self.own_samples(logits, hidden, input_ids, attention_mask, self.model)
+            logits = self.own_samples(logits, hidden, input_ids, attention_mask, self.model, counted)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
