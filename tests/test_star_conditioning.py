@@ -7,6 +7,7 @@ rating word, so only a rating that reaches every character tells the model which
 """
 
 import json
+import math
 import random
 import shutil
 
@@ -23,6 +24,7 @@ from charlstm.hub.endpoint_handler import EndpointHandler
 from charlstm.loading import BUNDLED_MODEL, load_model
 from charlstm.modeling_charlstm import ratings_in_force
 from charlstm.training.data import framed_stream, pack_reviews
+from charlstm.training.trainer import language_and_rating_losses
 from charlstm.training.warm_start import add_rating_input
 from tests.conftest import make_tiny_model
 
@@ -152,6 +154,53 @@ def test_a_warm_start_keeps_the_old_models_numbers_for_every_rating(tiny_tokeniz
         assert torch.equal(old(ids).logits, new(ids).logits)
     reloaded = CharLSTMForCausalLM(CharLSTMConfig.from_dict(new.config.to_dict()))
     reloaded.load_state_dict(new.state_dict())  # the widened model is a plain model of the new shape
+
+
+def block_tensors(blocks, index: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(torch.tensor([blocks[index][name]]) for name in ("input_ids", "labels", "star_ids"))
+
+
+def test_the_rating_loss_is_how_badly_rate_picks_the_reviews_own_rating(tiny_tokenizer):
+    model = make_tiny_model(tiny_tokenizer, conditioned_on_stars=True, star_embedding_dim=4)
+    text = "Great tacos, slow service."
+    for stars in (2, 5):
+        blocks = pack_reviews(datasets.Dataset.from_list([{"text": text, "stars": stars}]), tiny_tokenizer, 64,
+                              condition_on_stars=True)
+        ids, labels, star_ids = block_tensors(blocks)
+        with torch.no_grad():
+            language, rating = language_and_rating_losses(model, ids, labels, star_ids, tiny_tokenizer.bos_token_id)
+            plain = model(input_ids=ids, star_ids=star_ids, labels=labels).loss
+        assert torch.allclose(language, plain, atol=1e-6)  # the language-model loss is the plain one
+        by_rate = star_probabilities(model, tiny_tokenizer, text)[stars - 1]
+        assert abs(float(rating) - -math.log(by_rate)) < 1e-4  # float32 sums of different lengths
+    # A review framed without its rating asks nothing of the rating loss.
+    unrated = pack_reviews(datasets.Dataset.from_list([{"text": text, "stars": 3}]), tiny_tokenizer, 64,
+                           condition_on_stars=True, unrated_share=0.999)
+    with torch.no_grad():
+        _, rating = language_and_rating_losses(model, *block_tensors(unrated), tiny_tokenizer.bos_token_id)
+    assert float(rating) == 0.0
+
+
+def held_out_rating_loss(model_dir, reviews: list[tuple[str, int]]) -> float:
+    model, tokenizer, _ = load_model(model_dir, "generator")
+    return sum(-math.log(star_probabilities(model, tokenizer, text)[stars - 1]) for text, stars in reviews) / len(
+        reviews)
+
+
+def test_the_rating_loss_teaches_the_likelihood_to_tell_ratings_apart_sooner(tmp_path):
+    """Trained briefly, before the language-model loss alone has found what the rating changes, the run with the
+    rating loss rates held-out reviews by likelihood better, and its log keeps the two losses apart."""
+    generator = random.Random(11)
+    held_out = [(synthetic_review(stars, generator), stars) for stars in (1, 5) for _ in range(10)]
+    brief = ("--max-steps", "8", "--logging-steps", "4", "--seed", "11")
+    for name in ("plain", "rated"):
+        (tmp_path / name).mkdir()
+    plain = train_on_synthetic_reviews(tmp_path / "plain", *brief)
+    rated = train_on_synthetic_reviews(tmp_path / "rated", *brief, "--rating-loss-weight", "2")
+    assert held_out_rating_loss(rated, held_out) < 0.1 * held_out_rating_loss(plain, held_out)
+    history = json.loads((rated / "training_log.json").read_text())["history"]
+    logged = [row for row in history if "rating_loss" in row]
+    assert logged and all(abs(row["loss"] - row["language_loss"] - 2 * row["rating_loss"]) < 1e-3 for row in logged)
 
 
 def test_after_training_each_rating_writes_its_own_word(trained_dir):

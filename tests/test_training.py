@@ -221,13 +221,20 @@ def bad_input_cases(tmp_path, reviews_file):
                               "nothing to resume"),
         "bad size": (["--dataset", reviews_file, "--seq-len", "0"], "--seq-len must be at least 1"),
         "no threads": (["--dataset", reviews_file, "--threads", "0"], "--threads must be at least 1"),
+        "rating loss without ratings": (["--dataset", reviews_file, "--rating-loss-weight", "1"],
+                                        "--rating-loss-weight needs --condition-on-stars"),
+        "negative rating loss": (["--dataset", reviews_file, "--condition-on-stars", "--rating-loss-weight", "-1"],
+                                 "--rating-loss-weight must be a finite number >= 0"),
+        "rating loss with carried state": (["--dataset", reviews_file, "--condition-on-stars", "--carry-state",
+                                            "--rating-loss-weight", "1"], "cannot be used with --carry-state"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["missing file", "missing column", "missing label column", "empty data", "all blank",
-     "labels outside the mapping", "output dir holds a run", "nothing to resume", "bad size", "no threads"],
+     "labels outside the mapping", "output dir holds a run", "nothing to resume", "bad size", "no threads",
+     "rating loss without ratings", "negative rating loss", "rating loss with carried state"],
 )
 def test_bad_input_gives_a_one_line_error_and_exit_code_2(case, tmp_path, reviews_file, capsys):
     extra, message = bad_input_cases(tmp_path, reviews_file)[case]

@@ -35,6 +35,10 @@ def add_commands(subparsers) -> None:
     train.add_argument("--unrated-share", type=number,
                        help="with --condition-on-stars, share of training reviews framed without their star token "
                        f"and rating, so the model also writes reviews given no rating{_default('unrated_share')}")
+    train.add_argument("--rating-loss-weight", type=number,
+                       help="with --condition-on-stars, weight of a loss that asks each review's likelihood to pick "
+                       "its own rating (as `charlstm rate` reads it); five passes a step instead of one"
+                       f"{_default('rating_loss_weight')}")
     train.add_argument("--vocab-coverage", type=number, help="share of training characters the vocabulary covers; "
                        f"the rest become <unk>{_default('vocab_coverage')}")
     model = train.add_argument_group("model")

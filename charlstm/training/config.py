@@ -54,6 +54,7 @@ class TrainConfig(DataConfig):
     condition_on_stars: bool = False
     star_embedding_dim: int = 16  # with condition_on_stars: the rating input fed beside every character (0: none)
     unrated_share: float = 0.1  # with condition_on_stars: training reviews framed without their rating
+    rating_loss_weight: float = 0.0  # with condition_on_stars: weight of the rating loss (trainer.py)
     vocab_coverage: float = 0.9999
     # model
     preset: str = "small"
@@ -104,6 +105,13 @@ class TrainConfig(DataConfig):
             raise UsageError(f"--vocab-coverage must be in (0, 1], got {self.vocab_coverage}")
         if not 0.0 <= self.unrated_share < 1.0:
             raise UsageError(f"--unrated-share must be in [0, 1), got {self.unrated_share}")
+        if not (math.isfinite(self.rating_loss_weight) and self.rating_loss_weight >= 0):
+            raise UsageError(f"--rating-loss-weight must be a finite number >= 0, got {self.rating_loss_weight}")
+        if self.rating_loss_weight and not self.condition_on_stars:
+            raise UsageError("--rating-loss-weight needs --condition-on-stars: without ratings there is none to tell")
+        if self.rating_loss_weight and self.carry_state:
+            raise UsageError("--rating-loss-weight cannot be used with --carry-state: its passes read each rating "
+                             "from the block's start, not from a state carried across blocks")
         if self.star_embedding_dim < 0:
             raise UsageError(f"--star-embedding-dim must not be negative, got {self.star_embedding_dim}")
         if not 0.0 <= self.dropout < 1.0:

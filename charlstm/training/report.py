@@ -91,14 +91,16 @@ def device_name(device: torch.device, world: int = 1) -> str:
 
 
 def _history(log_history: list[dict]) -> list[dict]:
-    """One entry per logged step: training loss (nats) and held-out bpc where measured."""
+    """One entry per logged step: training loss (nats; with a rating loss, also its two parts) and held-out bpc where
+    measured."""
     by_step = {}
     for entry in log_history:
         if "loss" not in entry and "eval_bpc" not in entry:
             continue
         row = by_step.setdefault(entry["step"], {"step": entry["step"], "epoch": round(entry.get("epoch", 0.0), 4)})
-        if "loss" in entry:
-            row["loss"] = entry["loss"]
+        for name in ("loss", "language_loss", "rating_loss"):
+            if name in entry:
+                row[name] = entry[name]
         if "eval_bpc" in entry:
             row["eval_bpc"] = entry["eval_bpc"]
     return [by_step[step] for step in sorted(by_step)]
@@ -112,7 +114,8 @@ def plot_training_curves(log: dict, path: str) -> None:
     from matplotlib import pyplot
 
     history = log["history"]
-    train = [(row["step"], row["loss"] / LN2) for row in history if "loss" in row]
+    # With a rating loss, the language-model part is what is measured in bits per character.
+    train = [(row["step"], row.get("language_loss", row["loss"]) / LN2) for row in history if "loss" in row]
     held_out = [(row["step"], row["eval_bpc"]) for row in history if "eval_bpc" in row]
     figure, axes = pyplot.subplots(figsize=(7, 4), dpi=100)
     if train:

@@ -153,7 +153,8 @@ def train_model(config: TrainConfig) -> dict:
     started = time.time()
     run = prepare_run(config)
     trainer = make_trainer(run.model, run.tokenizer, run.training_args, run.train_blocks, run.eval_blocks,
-                           config.max_minutes, elapsed_seconds=time_spent(run.checkpoint))
+                           config.max_minutes, elapsed_seconds=time_spent(run.checkpoint),
+                           rating_loss_weight=config.rating_loss_weight)
     result = trainer.train(resume_from_checkpoint=run.checkpoint)
     # load_best_model_at_end has put the best checkpoint's weights back in place.
     final = evaluate_bpc(trainer, run.reviews.held_out, run.tokenizer, config.seq_len, config.condition_on_stars,

@@ -20,6 +20,7 @@ from transformers.trainer_callback import ExportableState, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import register
+from ..configuration_charlstm import FIRST_STAR_TOKEN_ID
 from ..errors import UsageError
 from ..modeling_charlstm import CharLSTMCache
 from ..runfiles import CARRIED_STATE, TRAINER_STATE
@@ -50,6 +51,56 @@ def bits_per_character(prediction) -> dict[str, float]:
     """`compute_metrics` for the Trainer: held-out bits per character (nats per character / ln 2)."""
     totals = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 2).sum(axis=0)
     return {"bpc": float(totals[0] / max(totals[1], 1.0) / LN2), "characters": int(totals[1])}
+
+
+# --- the rating loss ----------------------------------------------------------------------------------------------
+
+RATINGS = 5
+
+
+def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The language-model loss (nats per predicted character) and the rating loss of packed blocks, from one forward
+    pass per rating.
+
+    The rating loss is how badly the text's likelihood picks its own rating: for each piece of a rated review in a
+    block, -log P(its stars | piece) by Bayes' rule over the five ratings with a uniform prior, as `charlstm rate`
+    reads it. Trained on likelihood alone, the generator learned to use the rating only as much as it lowers bpc,
+    and rating a review by likelihood stayed well behind a word n-gram classifier; this term asks the likelihoods
+    to tell the ratings apart as well (the hybrid generative/discriminative objective of generative classifiers).
+
+    Pass k reads every rated review of the block with rating k (its star token and its rating input). A character's
+    language-model loss is read from the pass of its own review's rating: the plain pass, but for the ratings of the
+    earlier reviews in the same block. Unrated reviews keep rating 0 in every pass and count in the first.
+    """
+    rated = star_ids > 0
+    is_star = (input_ids >= FIRST_STAR_TOKEN_ID) & (input_ids < FIRST_STAR_TOKEN_ID + RATINGS)
+    passes_ids = torch.cat([torch.where(rated & is_star, FIRST_STAR_TOKEN_ID - 1 + k, input_ids)
+                            for k in range(1, RATINGS + 1)])
+    passes_stars = torch.cat([torch.where(rated, k, star_ids) for k in range(1, RATINGS + 1)])
+    logits = model(input_ids=passes_ids, star_ids=passes_stars, use_cache=False).logits[:, :-1].float()
+    batch, steps = labels.shape[0], labels.shape[1] - 1
+    targets = labels[:, 1:]
+    counted = targets != IGNORE_INDEX
+    log_likelihood = -torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), targets.repeat(RATINGS, 1).long(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(RATINGS, batch, steps)
+
+    ratings = star_ids[:, 1:]
+    own_pass = (ratings - 1).clamp(min=0).unsqueeze(0)
+    language_loss = -log_likelihood.gather(0, own_pass).squeeze(0)[counted].mean()
+
+    # Sum each piece's log-likelihood under every rating: a piece is the part of one review inside one block.
+    piece = torch.cumsum(input_ids == bos_token_id, dim=1)[:, 1:] + (steps + 1) * torch.arange(
+        batch, device=input_ids.device).unsqueeze(1)
+    scored = counted & (ratings > 0)
+    if not scored.any():
+        return language_loss, language_loss.new_zeros(())
+    pieces, index = torch.unique(piece[scored], return_inverse=True)
+    summed = log_likelihood.new_zeros(RATINGS, len(pieces)).index_add_(1, index, log_likelihood[:, scored])
+    truth = torch.zeros(len(pieces), dtype=torch.long, device=index.device).scatter_(0, index, ratings[scored] - 1)
+    rating_loss = torch.nn.functional.cross_entropy(summed.T, truth)
+    return language_loss, rating_loss
 
 
 # --- wall-clock budget --------------------------------------------------------------------------------------------
@@ -170,6 +221,8 @@ class CharLSTMTrainer(Trainer):
     """
 
     carried: CarriedState | None = None
+    rating_loss_weight: float = 0.0  # > 0: the language-model loss plus this times `language_and_rating_losses`'
+    _split_losses: list[tuple[float, float]] | None = None  # (language, rating) losses of the steps since the last log
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         if resume_from_checkpoint is True:
@@ -191,6 +244,13 @@ class CharLSTMTrainer(Trainer):
         return self.accelerator.prepare(loader)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.rating_loss_weight and model.training and "star_ids" in inputs:
+            language_loss, rating_loss = language_and_rating_losses(
+                model, inputs["input_ids"], inputs["labels"], inputs["star_ids"], self.processing_class.bos_token_id)
+            parts = (float(language_loss.detach()), float(rating_loss.detach()))
+            self._split_losses = [*(self._split_losses or []), parts]
+            loss = language_loss + self.rating_loss_weight * rating_loss
+            return (loss, None) if return_outputs else loss
         if "block" not in inputs:  # independent blocks: training without --carry-state, and every evaluation
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         block = int(inputs["block"][0])
@@ -206,6 +266,12 @@ class CharLSTMTrainer(Trainer):
         cache = outputs.cache
         self.carried = CarriedState([h.detach() for h in cache.hidden], [c.detach() for c in cache.cell], block + 1)
         return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._split_losses and "loss" in logs:
+            logs["language_loss"], logs["rating_loss"] = (round(float(x), 4) for x in np.mean(self._split_losses, 0))
+            self._split_losses = None
+        super().log(logs, start_time)
 
     def _incoming_state(self, block: int) -> CharLSTMCache | None:
         """None (zeros) where the rows' streams start, else the state the previous block of the same rows ended with."""
@@ -261,14 +327,14 @@ class ReadableProgress(ProgressCallback):
             if name == "total_flos" or not isinstance(value, (int, float)):
                 continue
             words = f"{name.replace('_', ' ')} {value:.4g}"
-            if name == "loss":
+            if name == ("language_loss" if "language_loss" in logs else "loss"):
                 words += f" ({value / LN2:.3g} bits per character)"
             shown.append(words)
         self.training_bar.write(f"step {state.global_step}: {', '.join(shown)}")
 
 
 def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max_minutes=None, callbacks=(),
-                 elapsed_seconds=0.0):
+                 elapsed_seconds=0.0, rating_loss_weight=0.0):
     """The Trainer every command and benchmark uses, so they all measure the same loop."""
     trainer = CharLSTMTrainer(
         model=model,
@@ -280,6 +346,7 @@ def make_trainer(model, tokenizer, training_args, train_blocks, eval_blocks, max
         preprocess_logits_for_metrics=summed_nll,
         callbacks=[WallClockBudget(max_minutes, elapsed_seconds), *callbacks],
     )
+    trainer.rating_loss_weight = rating_loss_weight
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(ReadableProgress())
     return trainer
