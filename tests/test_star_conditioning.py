@@ -17,7 +17,7 @@ import torch
 
 from charlstm import CharLSTMConfig, CharLSTMForCausalLM, star_token
 from charlstm.cli import main
-from charlstm.generation.rating import star_probabilities
+from charlstm.generation.rating import rating_prior, star_probabilities
 from charlstm.generation.sampling import load_generator
 from charlstm.generation.settings import GenerationSettings, check_settings
 from charlstm.hub.endpoint_handler import EndpointHandler
@@ -161,17 +161,20 @@ def block_tensors(blocks, index: int = 0) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def test_the_rating_loss_is_how_badly_rate_picks_the_reviews_own_rating(tiny_tokenizer):
-    model = make_tiny_model(tiny_tokenizer, conditioned_on_stars=True, star_embedding_dim=4)
+    model = make_tiny_model(tiny_tokenizer, conditioned_on_stars=True, star_embedding_dim=4,
+                            star_shares=[0.1, 0.1, 0.2, 0.2, 0.4])
+    prior = torch.tensor(rating_prior(model, "training")).log()
     text = "Great tacos, slow service."
     for stars in (2, 5):
         blocks = pack_reviews(datasets.Dataset.from_list([{"text": text, "stars": stars}]), tiny_tokenizer, 64,
                               condition_on_stars=True)
         ids, labels, star_ids = block_tensors(blocks)
         with torch.no_grad():
-            language, rating = language_and_rating_losses(model, ids, labels, star_ids, tiny_tokenizer.bos_token_id)
+            language, rating = language_and_rating_losses(model, ids, labels, star_ids, tiny_tokenizer.bos_token_id,
+                                                          prior)
             plain = model(input_ids=ids, star_ids=star_ids, labels=labels).loss
         assert torch.allclose(language, plain, atol=1e-6)  # the language-model loss is the plain one
-        by_rate = star_probabilities(model, tiny_tokenizer, text)[stars - 1]
+        by_rate = star_probabilities(model, tiny_tokenizer, text, prior="training")[stars - 1]
         assert abs(float(rating) - -math.log(by_rate)) < 1e-4  # float32 sums of different lengths
     # A review framed without its rating asks nothing of the rating loss.
     unrated = pack_reviews(datasets.Dataset.from_list([{"text": text, "stars": 3}]), tiny_tokenizer, 64,

@@ -22,6 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from .. import register
 from ..configuration_charlstm import FIRST_STAR_TOKEN_ID
 from ..errors import UsageError
+from ..generation.rating import rating_prior
 from ..modeling_charlstm import CharLSTMCache
 from ..runfiles import CARRIED_STATE, TRAINER_STATE
 from .data import IGNORE_INDEX, ParallelStreams
@@ -58,16 +59,19 @@ def bits_per_character(prediction) -> dict[str, float]:
 RATINGS = 5
 
 
-def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id) -> tuple[torch.Tensor, torch.Tensor]:
+def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id, log_prior=None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     The language-model loss (nats per predicted character) and the rating loss of packed blocks, from one forward
     pass per rating.
 
     The rating loss is how badly the text's likelihood picks its own rating: for each piece of a rated review in a
-    block, -log P(its stars | piece) by Bayes' rule over the five ratings with a uniform prior, as `charlstm rate`
-    reads it. Trained on likelihood alone, the generator learned to use the rating only as much as it lowers bpc,
-    and rating a review by likelihood stayed well behind a word n-gram classifier; this term asks the likelihoods
-    to tell the ratings apart as well (the hybrid generative/discriminative objective of generative classifiers).
+    block, -log P(its stars | piece) by Bayes' rule over the five ratings, as `charlstm rate` reads it. Trained on
+    likelihood alone, the generator learned to use the rating only as much as it lowers bpc, and rating a review by
+    likelihood stayed well behind a word n-gram classifier; this term asks the likelihoods to tell the ratings apart
+    as well (the hybrid generative/discriminative objective of generative classifiers). The prior is the training
+    reviews' shares (`log_prior`, [5]; uniform where None): with a uniform one on ratings as unequal as Yelp's, the
+    loss falls most by raising every text's likelihood under the common ratings, which rates balanced reviews worse.
 
     Pass k reads every rated review of the block with rating k (its star token and its rating input). A character's
     language-model loss is read from the pass of its own review's rating: the plain pass, but for the ratings of the
@@ -99,6 +103,8 @@ def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id)
     pieces, index = torch.unique(piece[scored], return_inverse=True)
     summed = log_likelihood.new_zeros(RATINGS, len(pieces)).index_add_(1, index, log_likelihood[:, scored])
     truth = torch.zeros(len(pieces), dtype=torch.long, device=index.device).scatter_(0, index, ratings[scored] - 1)
+    if log_prior is not None:
+        summed = summed + log_prior.to(summed).unsqueeze(1)
     rating_loss = torch.nn.functional.cross_entropy(summed.T, truth)
     return language_loss, rating_loss
 
@@ -246,7 +252,8 @@ class CharLSTMTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.rating_loss_weight and model.training and "star_ids" in inputs:
             language_loss, rating_loss = language_and_rating_losses(
-                model, inputs["input_ids"], inputs["labels"], inputs["star_ids"], self.processing_class.bos_token_id)
+                model, inputs["input_ids"], inputs["labels"], inputs["star_ids"], self.processing_class.bos_token_id,
+                torch.tensor(rating_prior(model, "training")).log())
             parts = (float(language_loss.detach()), float(rating_loss.detach()))
             self._split_losses = [*(self._split_losses or []), parts]
             loss = language_loss + self.rating_loss_weight * rating_loss
