@@ -9,13 +9,15 @@ real reviews, and what else a user meets at the start of a review.
   a strong guidance costs in spelling).
 - rating by likelihood: the generator's P(stars | review) by Bayes' rule (uniform prior, `charlstm rate`) on
   `--rate-reviews` held-out reviews per rating: accuracy on 1 vs 5 stars and over all five, beside a word n-gram
-  rating classifier (five classes) trained on the same training reviews.
+  rating classifier (five classes) trained on the same training reviews; and the cross-entropy of the true rating.
 - review starts: the share of `--unconditioned` samples written with no prompt and no rating that start like a
   review (a capital letter or a digit, no leading space), and the share of them cut for length; beside them the
   same from `<bos>` alone, with no star token: what `charlstm generate` did before it drew a rating, and what
   `pipeline` or `model.generate` given no star token still do.
 - held-out bits per character, overall and per rating, on the first `--eval-reviews` held-out reviews
   (`charlstm eval --max-reviews`).
+
+`--parts` picks some of them (e.g. `--parts rating,bpc` for a run whose sampling is not in question).
 
 The held-out reviews are those the model's training_log.json names (dataset, validation_fraction, seed), as
 `charlstm.training.data.load_reviews` reproduces them. Needs scikit-learn (the `bench` extra).
@@ -104,7 +106,9 @@ def rating_by_likelihood(generator, ngram_rating, held_out: dict[int, list[str]]
     def accuracy(probabilities):
         five_way = float(np.mean(probabilities.argmax(axis=1) + 1 == truth))
         one_vs_five = probabilities[extremes][:, [0, 4]].argmax(axis=1) * 4 + 1
-        return {"five_way": round(five_way, 3), "one_vs_five": round(float(np.mean(one_vs_five == truth[extremes])), 3)}
+        cross_entropy = float(-np.mean(np.log(np.maximum(probabilities[np.arange(len(truth)), truth - 1], 1e-12))))
+        return {"five_way": round(five_way, 3), "one_vs_five": round(float(np.mean(one_vs_five == truth[extremes])), 3),
+                "cross_entropy": round(cross_entropy, 3)}
 
     return {"reviews": int(len(truth)), "generator_likelihood": accuracy(likelihood),
             "ngram_classifier": accuracy(ngram)}
@@ -151,6 +155,9 @@ def held_out_bpc(model: str, options) -> dict:
             "per_rating": {rating: round(value, 4) for rating, value in (report["eval_bpc_per_star"] or {}).items()}}
 
 
+PARTS = ("fidelity", "starts", "rating", "bpc")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a star-conditioned generator directory (default: the bundled model)")
@@ -166,8 +173,13 @@ def main() -> None:
     parser.add_argument("--unconditioned", type=int, default=40, help="samples with no prompt and no rating")
     parser.add_argument("--eval-reviews", type=int, default=500, help="held-out reviews for bits per character")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"what to measure, comma-separated ({', '.join(PARTS)})")
     parser.add_argument("--json", metavar="PATH")
     options = parser.parse_args()
+    parts = set(options.parts.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(parts - set(PARTS)))} (choose from {', '.join(PARTS)})")
     torch.set_num_threads(1)
     started = time.time()
 
@@ -182,56 +194,63 @@ def main() -> None:
                            held_out_split=log.get("eval_split"), validation_fraction=log["validation_fraction"],
                            seed=log["seed"])
     train_texts, train_stars = reviews.train["text"], reviews.train["stars"]
-    polar = [index for index, stars in enumerate(train_stars) if stars != 3]
-    sentiment = ngram_classifier([train_texts[i] for i in polar], [int(train_stars[i] >= 4) for i in polar])
-    ngram_rating = ngram_classifier(train_texts, list(train_stars))
-    print(f"classifiers trained on {len(train_texts)} training reviews ({time.time() - started:.0f} s)", flush=True)
-
-    generator = load_generator(model)
+    fidelity, starts, rating, bpc = {}, None, None, None
     length = options.max_new_tokens
-    real = by_rating(reviews.held_out, options.num)
-    known_words = {word for text in train_texts for word in words_of(text)}
-    real_rows = {stars: sentiment_row(sentiment, [text[:length] for text in real[stars]], known_words)
-                 for stars in RATINGS}
-    fidelity = {}
-    for guidance in sorted({float(value) for value in options.guidance.split(",")}):
-        fidelity[f"{guidance:g}"] = rows = {}
-        for stars in RATINGS:
-            written = generated_reviews(generator, stars, options.num, options, guidance)
-            rows[str(stars)] = {"generated": sentiment_row(sentiment, [review.text for review in written],
-                                                           known_words), "real": real_rows[stars]}
-            print(f"guidance {guidance:g}, {stars}*: {rows[str(stars)]}", flush=True)
-    unconditioned = generated_reviews(generator, None, options.unconditioned, options)
-    starts = start_figures([review.text for review in unconditioned], [review.cut for review in unconditioned])
-    starts["from_bos_alone"] = start_figures(*bos_only_reviews(generator, options.unconditioned, options))
-    print(f"unconditioned: {starts}", flush=True)
-    rating = rating_by_likelihood(load_generator(model, int8=False), ngram_rating,
-                                  by_rating(reviews.held_out, options.rate_reviews))
-    print(f"rating by likelihood: {rating}", flush=True)
-    bpc = held_out_bpc(model, options)
+    if parts & {"fidelity", "starts"}:
+        generator = load_generator(model)
+    if "fidelity" in parts:
+        polar = [index for index, stars in enumerate(train_stars) if stars != 3]
+        sentiment = ngram_classifier([train_texts[i] for i in polar], [int(train_stars[i] >= 4) for i in polar])
+        real = by_rating(reviews.held_out, options.num)
+        known_words = {word for text in train_texts for word in words_of(text)}
+        real_rows = {stars: sentiment_row(sentiment, [text[:length] for text in real[stars]], known_words)
+                     for stars in RATINGS}
+        for guidance in sorted({float(value) for value in options.guidance.split(",")}):
+            fidelity[f"{guidance:g}"] = rows = {}
+            for stars in RATINGS:
+                written = generated_reviews(generator, stars, options.num, options, guidance)
+                rows[str(stars)] = {"generated": sentiment_row(sentiment, [review.text for review in written],
+                                                               known_words), "real": real_rows[stars]}
+                print(f"guidance {guidance:g}, {stars}*: {rows[str(stars)]}", flush=True)
+    if "starts" in parts:
+        unconditioned = generated_reviews(generator, None, options.unconditioned, options)
+        starts = start_figures([review.text for review in unconditioned], [review.cut for review in unconditioned])
+        starts["from_bos_alone"] = start_figures(*bos_only_reviews(generator, options.unconditioned, options))
+        print(f"unconditioned: {starts}", flush=True)
+    if "rating" in parts:
+        ngram_rating = ngram_classifier(train_texts, list(train_stars))
+        rating = rating_by_likelihood(load_generator(model, int8=False), ngram_rating,
+                                      by_rating(reviews.held_out, options.rate_reviews))
+        print(f"rating by likelihood: {rating}", flush=True)
+    if "bpc" in parts:
+        bpc = held_out_bpc(model, options)
     report = {
         "model": model, "dataset": dataset, "held_out_reviews": len(reviews.held_out),
         "settings": {"num": options.num, "max_new_tokens": length, "temperature": options.temperature,
-                     "guidance": sorted(fidelity),
+                     "guidance": sorted(fidelity), "parts": sorted(parts),
                      "rate_reviews_per_rating": options.rate_reviews, "seed": options.seed},
         "star_fidelity": fidelity, "rating_by_likelihood": rating, "unconditioned_starts": starts,
         "held_out_bpc": bpc, "minutes": round((time.time() - started) / 60, 1),
     }
-    print(f"\n{'guidance':>8} {'rating':>6} | {'generated: neg':>14} {'pos':>5} {'P(pos)':>6} {'words':>5} | "
-          f"{'real: neg':>9} {'pos':>5} {'P(pos)':>6} {'words':>5}")
+    if fidelity:
+        print(f"\n{'guidance':>8} {'rating':>6} | {'generated: neg':>14} {'pos':>5} {'P(pos)':>6} {'words':>5} | "
+              f"{'real: neg':>9} {'pos':>5} {'P(pos)':>6} {'words':>5}")
     for guidance, rows in fidelity.items():
         for stars, row in rows.items():
             g, r = row["generated"], row["real"]
             print(f"{guidance:>8} {stars:>6} | {g['negative']:14.2f} {g['positive']:5.2f} {g['mean_p_positive']:6.2f} "
                   f"{g['known_words']:5.3f} | {r['negative']:9.2f} {r['positive']:5.2f} {r['mean_p_positive']:6.2f} "
                   f"{r['known_words']:5.3f}")
-    for name in ("generator_likelihood", "ngram_classifier"):
+    for name in ("generator_likelihood", "ngram_classifier") if rating else ():
         row = rating[name]
-        print(f"rating accuracy, {name}: 1 vs 5 {row['one_vs_five']:.3f}, 5-way {row['five_way']:.3f}")
-    for name, row in (("with a drawn rating", starts), ("from <bos> alone", starts["from_bos_alone"])):
+        print(f"rating accuracy, {name}: 1 vs 5 {row['one_vs_five']:.3f}, 5-way {row['five_way']:.3f}, "
+              f"cross-entropy {row['cross_entropy']:.3f}")
+    sampled = (("with a drawn rating", starts), ("from <bos> alone", starts["from_bos_alone"])) if starts else ()
+    for name, row in sampled:
         print(f"unconditioned samples {name}: start like a review {row['start_like_a_review']:.2f}, "
               f"with a space {row['start_with_a_space']:.2f}; cut for length {row['cut_for_length']:.2f}")
-    print(f"held-out bpc ({bpc['reviews']} reviews): {bpc['overall']}; per rating {bpc['per_rating']}")
+    if bpc:
+        print(f"held-out bpc ({bpc['reviews']} reviews): {bpc['overall']}; per rating {bpc['per_rating']}")
     if options.json:
         write_json(options.json, report)
 
