@@ -22,7 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from .. import register
 from ..configuration_charlstm import FIRST_STAR_TOKEN_ID
 from ..errors import UsageError
-from ..generation.rating import rating_prior
+from ..generation.rating import RATINGS, rating_prior
 from ..modeling_charlstm import CharLSTMCache
 from ..runfiles import CARRIED_STATE, TRAINER_STATE
 from .data import IGNORE_INDEX, ParallelStreams
@@ -56,8 +56,6 @@ def bits_per_character(prediction) -> dict[str, float]:
 
 # --- the rating loss ----------------------------------------------------------------------------------------------
 
-RATINGS = 5
-
 
 def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id, log_prior=None
                                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,17 +76,16 @@ def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id,
     earlier reviews in the same block. Unrated reviews keep rating 0 in every pass and count in the first.
     """
     rated = star_ids > 0
-    is_star = (input_ids >= FIRST_STAR_TOKEN_ID) & (input_ids < FIRST_STAR_TOKEN_ID + RATINGS)
-    passes_ids = torch.cat([torch.where(rated & is_star, FIRST_STAR_TOKEN_ID - 1 + k, input_ids)
-                            for k in range(1, RATINGS + 1)])
-    passes_stars = torch.cat([torch.where(rated, k, star_ids) for k in range(1, RATINGS + 1)])
+    is_star = (input_ids >= FIRST_STAR_TOKEN_ID) & (input_ids < FIRST_STAR_TOKEN_ID + len(RATINGS))
+    passes_ids = torch.cat([torch.where(rated & is_star, FIRST_STAR_TOKEN_ID - 1 + k, input_ids) for k in RATINGS])
+    passes_stars = torch.cat([torch.where(rated, k, star_ids) for k in RATINGS])
     logits = model(input_ids=passes_ids, star_ids=passes_stars, use_cache=False).logits[:, :-1].float()
     batch, steps = labels.shape[0], labels.shape[1] - 1
     targets = labels[:, 1:]
     counted = targets != IGNORE_INDEX
     log_likelihood = -torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), targets.repeat(RATINGS, 1).long(), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view(RATINGS, batch, steps)
+        logits.transpose(1, 2), targets.repeat(len(RATINGS), 1).long(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(len(RATINGS), batch, steps)
 
     ratings = star_ids[:, 1:]
     own_pass = (ratings - 1).clamp(min=0).unsqueeze(0)
@@ -101,7 +98,7 @@ def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id,
     if not scored.any():
         return language_loss, language_loss.new_zeros(())
     pieces, index = torch.unique(piece[scored], return_inverse=True)
-    summed = log_likelihood.new_zeros(RATINGS, len(pieces)).index_add_(1, index, log_likelihood[:, scored])
+    summed = log_likelihood.new_zeros(len(RATINGS), len(pieces)).index_add_(1, index, log_likelihood[:, scored])
     truth = torch.zeros(len(pieces), dtype=torch.long, device=index.device).scatter_(0, index, ratings[scored] - 1)
     if log_prior is not None:
         summed = summed + log_prior.to(summed).unsqueeze(1)
