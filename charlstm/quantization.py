@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .configuration_charlstm import FIRST_STAR_TOKEN_ID, NUM_RATINGS
+from .modeling_charlstm import star_ratings
 from .weights import check_finite_weights
 
 INT8_ENGINES = ("x86", "fbgemm", "qnnpack")
@@ -203,9 +203,9 @@ def ratings_after(input_ids: torch.Tensor, incoming: torch.Tensor, bos_token_id:
     `<bos>`, else the incoming one; the one-character case of the model's `ratings_in_force`.
     """
     ids = input_ids[:, 0]
-    is_star = (ids >= FIRST_STAR_TOKEN_ID) & (ids < FIRST_STAR_TOKEN_ID + NUM_RATINGS - 1)
+    named = star_ratings(ids)
     kept = torch.where(ids == bos_token_id, torch.zeros_like(incoming), incoming)
-    return torch.where(is_star, ids - (FIRST_STAR_TOKEN_ID - 1), kept)
+    return torch.where(named > 0, named, kept)
 
 
 def first_layer_input_rows(embeddings: torch.Tensor, star_embeddings: torch.Tensor | None) -> torch.Tensor:

@@ -23,7 +23,7 @@ from .. import register
 from ..configuration_charlstm import FIRST_STAR_TOKEN_ID
 from ..errors import UsageError
 from ..generation.rating import RATINGS, rating_prior
-from ..modeling_charlstm import CharLSTMCache
+from ..modeling_charlstm import CharLSTMCache, star_ratings
 from ..runfiles import CARRIED_STATE, TRAINER_STATE
 from .data import IGNORE_INDEX, ParallelStreams
 
@@ -76,7 +76,7 @@ def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id,
     earlier reviews in the same block. Unrated reviews keep rating 0 in every pass and count in the first.
     """
     rated = star_ids > 0
-    is_star = (input_ids >= FIRST_STAR_TOKEN_ID) & (input_ids < FIRST_STAR_TOKEN_ID + len(RATINGS))
+    is_star = star_ratings(input_ids) > 0
     passes_ids = torch.cat([torch.where(rated & is_star, FIRST_STAR_TOKEN_ID - 1 + k, input_ids) for k in RATINGS])
     passes_stars = torch.cat([torch.where(rated, k, star_ids) for k in RATINGS])
     logits = model(input_ids=passes_ids, star_ids=passes_stars, use_cache=False).logits[:, :-1].float()

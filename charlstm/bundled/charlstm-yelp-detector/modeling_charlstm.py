@@ -84,15 +84,21 @@ class CharLSTMCache:
         return self.stars
 
 
+def star_ratings(input_ids: torch.LongTensor) -> torch.LongTensor:
+    """The rating each token names: 1-5 for the star tokens `<1star>`...`<5star>`, 0 for any other token."""
+    is_star = (input_ids >= FIRST_STAR_TOKEN_ID) & (input_ids < FIRST_STAR_TOKEN_ID + NUM_RATINGS - 1)
+    return torch.where(is_star, input_ids - (FIRST_STAR_TOKEN_ID - 1), 0)
+
+
 def ratings_in_force(input_ids: torch.LongTensor, incoming: torch.Tensor, bos_token_id: int | None) -> torch.Tensor:
     """
     The rating at every position [batch, length]: that of the last star token at or before it in the row, 0 from a
     `<bos>` on (a new review, no rating yet), else the rating the row carried in (`incoming`, [batch]). This is how
     a prompt such as `"<1star>The"` sets the rating of every character that follows it, without a separate input.
     """
-    is_star = (input_ids >= FIRST_STAR_TOKEN_ID) & (input_ids < FIRST_STAR_TOKEN_ID + NUM_RATINGS - 1)
+    rating_here = star_ratings(input_ids)
+    is_star = rating_here > 0
     is_reset = is_star if bos_token_id is None else is_star | (input_ids == bos_token_id)
-    rating_here = torch.where(is_star, input_ids - (FIRST_STAR_TOKEN_ID - 1), 0)
     positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     last_reset = torch.where(is_reset, positions, -1).cummax(dim=1).values
     from_row = rating_here.gather(1, last_reset.clamp(min=0))
