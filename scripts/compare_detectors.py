@@ -29,9 +29,10 @@ from charlstm.tokenization_charlstm import normalize_text
 OWN_LENGTHS = (("100-199 characters", 100, 200), ("200-399 characters", 200, 400), ("400+ characters", 400, math.inf))
 
 
-def tested_rows(data_dir: str, per_side: int, seed: int, own_source: str) -> list[dict]:
+def tested_rows(data_dir: str, per_side: int, seed: int, own_source: str, balance_each_set: bool) -> list[dict]:
     """The rows `build_frozen_detector` tested on, with their generator family."""
-    rows = balanced_selection([row for split in load_detector_data(data_dir).values() for row in split], per_side, seed)
+    rows = balanced_selection([row for split in load_detector_data(data_dir).values() for row in split], per_side, seed,
+                              balance_each_set)
     _, test = group_split(rewrite_groups(rows), TEST_SHARE, seed)
     families = row_families(rows, own_source)
     return [{**rows[i], "family": families[i]} for i in test]
@@ -54,10 +55,12 @@ def main() -> int:
     parser.add_argument("--detector", action="append", required=True, help="detector directory (repeatable)")
     parser.add_argument("--per-side", type=int, default=400, help="as given to `detector train --frozen`")
     parser.add_argument("--seed", type=int, default=0, help="as given to `detector train --frozen`")
+    parser.add_argument("--balance-each-set", action="store_true", help="as given to `detector train --frozen`")
     parser.add_argument("--generator", help="the generator DATA was built with (default: the bundled one)")
     parser.add_argument("--json", metavar="PATH")
     options = parser.parse_args()
-    rows = tested_rows(options.data, options.per_side, options.seed, Path(model_source(options.generator)).name)
+    rows = tested_rows(options.data, options.per_side, options.seed, Path(model_source(options.generator)).name,
+                       options.balance_each_set)
     groups = {("set", source): [] for source in sorted({row["source"] for row in rows})}
     for family in sorted({row["family"] for row in rows} - {HUMAN_FAMILY}):
         sources = {row["source"] for row in rows if row["family"] == family}

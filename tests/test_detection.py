@@ -9,6 +9,7 @@ import json
 import random
 import re
 import shutil
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -24,7 +25,14 @@ from charlstm.detection.calibration import calibrated_probability
 from charlstm.detection.data import up_to_last_sentence_end
 from charlstm.detection.decision import record_decision
 from charlstm.detection.detector import Detector, evaluate
-from charlstm.detection.families import HUMAN_FAMILY, OWN_FAMILY, generator_family, held_out_split, text_groups
+from charlstm.detection.families import (
+    HUMAN_FAMILY,
+    OWN_FAMILY,
+    balanced_selection,
+    generator_family,
+    held_out_split,
+    text_groups,
+)
 from charlstm.detection.frozen import frozen_detector_model
 from charlstm.detection.metrics import (
     auc_interval,
@@ -722,6 +730,21 @@ def test_leave_one_family_out_never_trains_on_the_family_it_tests():
         assert {labels[i] for i in test} == {0, 1} and {families[i] for i in test if labels[i]} == {family}
         assert not {groups[i] for i in train} & {groups[i] for i in test}  # no rewrite of a tested text trained on
         assert not set(train) & set(test)
+
+
+def test_balance_each_set_takes_no_more_machine_texts_from_a_set_than_its_human_ones():
+    # Set "few" has 4 human texts and 12 machine ones: taking 8 of those would let its domain read as machine.
+    def rows(source, humans, machines, domain):
+        return ([{"source": source, "label": 0, "generator": "human", "domain": domain, "n": n} for n in range(humans)]
+                + [{"source": source, "label": 1, "generator": ("gpt-4o", "llama-3-8b")[n % 2], "domain": domain,
+                    "n": n} for n in range(machines)])
+
+    both = rows("few", 4, 12, "news") + rows("many", 20, 20, "reviews")
+    chosen = balanced_selection(both, per_side=8, balance_each_set=True)
+    counts = Counter((row["source"], row["label"]) for row in chosen)
+    assert counts == {("few", 0): 4, ("few", 1): 4, ("many", 0): 8, ("many", 1): 8}
+    assert Counter((row["source"], row["label"]) for row in balanced_selection(both, per_side=8))[("few", 1)] == 8
+    assert {row["generator"] for row in chosen if row["source"] == "many" and row["label"]} == {"gpt-4o", "llama-3-8b"}
 
 
 def test_frozen_features_of_a_generator_with_a_rating_input(tiny_tokenizer):

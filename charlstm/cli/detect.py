@@ -137,6 +137,9 @@ def add_commands(subparsers) -> None:
                        "(e.g. yelp)")
     train.add_argument("--per-side", type=int, default=400,
                        help="--frozen: most human and most machine texts per source of DATA (default: %(default)s)")
+    train.add_argument("--balance-each-set", action="store_true",
+                       help="--frozen: no more machine texts from a source than its human ones (default: up to "
+                       "--per-side of each)")
     train.set_defaults(func=run_train_detector)
 
     calibrate = commands.add_parser(
@@ -318,7 +321,7 @@ def run_train_frozen(args, generator_dir: str, data) -> int:
     from ..runfiles import DETECTOR_LOG, write_json
 
     rows = [row for split in data.values() for row in split]
-    rows = balanced_selection(rows, args.per_side, args.seed)
+    rows = balanced_selection(rows, args.per_side, args.seed, args.balance_each_set)
     lengths = tuple(length for length in (100, 200, 400) if length <= args.max_chars) or (args.max_chars,)
     log = build_frozen_detector(generator_dir, rows, args.output, lengths=lengths, seed=args.seed,
                                 ngram_buckets=args.ngram_buckets, ngram_max_n=args.ngram_chars,

@@ -139,11 +139,12 @@ def _drawn(group: int, share: float, seed: int) -> bool:
     return int.from_bytes(digest, "big") / 2**64 < share
 
 
-def balanced_selection(rows: list[dict], per_side: int, seed: int = 0) -> list[dict]:
+def balanced_selection(rows: list[dict], per_side: int, seed: int = 0, balance_each_set: bool = False) -> list[dict]:
     """
     At most `per_side` human and `per_side` machine rows of each source, the machine ones shared equally between its
     generators and, within a generator, drawn in the domain shares of the source's human rows: no set, generator or
     domain dominates, and a domain does not read as machine because one side of a set has more of it.
+    `balance_each_set`: no more machine rows than the source's human ones either, so that a whole set does not.
     """
     import random
 
@@ -153,6 +154,7 @@ def balanced_selection(rows: list[dict], per_side: int, seed: int = 0) -> list[d
         mine = [row for row in rows if row["source"] == source]
         human = [row for row in mine if row["label"] == 0]
         human = rng.sample(human, min(per_side, len(human)))
+        machine_quota = len(human) if balance_each_set and human else per_side
         domains = Counter(row["domain"] for row in human)
         machine: dict = {}
         for row in mine:
@@ -165,7 +167,7 @@ def balanced_selection(rows: list[dict], per_side: int, seed: int = 0) -> list[d
                 shares = dict.fromkeys(shares, 1)
             for domain, share in shares.items():
                 pool = machine[(generator, domain)]
-                want = round(per_side / len(generators) * share / sum(shares.values()))
+                want = round(machine_quota / len(generators) * share / sum(shares.values()))
                 chosen += rng.sample(pool, min(want, len(pool)))
         chosen += human
     return chosen
