@@ -733,7 +733,7 @@ def test_leave_one_family_out_never_trains_on_the_family_it_tests():
 
 
 def test_balance_each_set_takes_no_more_machine_texts_from_a_set_than_its_human_ones():
-    # Set "few" has 4 human texts and 12 machine ones: taking 8 of those would let its domain read as machine.
+    # Set "few" has 4 human texts and 12 machine ones: taking 8 of those would let the set itself read as machine.
     def rows(source, humans, machines, domain):
         return ([{"source": source, "label": 0, "generator": "human", "domain": domain, "n": n} for n in range(humans)]
                 + [{"source": source, "label": 1, "generator": ("gpt-4o", "llama-3-8b")[n % 2], "domain": domain,
