@@ -90,6 +90,11 @@ def star_ratings(input_ids: torch.LongTensor) -> torch.LongTensor:
     return torch.where(is_star, input_ids - (FIRST_STAR_TOKEN_ID - 1), 0)
 
 
+def star_token_ids(ratings):
+    """The id of the star token of each rating 1-5 (an int or a tensor): the inverse of `star_ratings`."""
+    return ratings + FIRST_STAR_TOKEN_ID - 1
+
+
 def ratings_in_force(input_ids: torch.LongTensor, incoming: torch.Tensor, bos_token_id: int | None) -> torch.Tensor:
     """
     The rating at every position [batch, length]: that of the last star token at or before it in the row, 0 from a
@@ -666,7 +671,7 @@ def log_probs_by_rating(
     rated[rows, star_at - 1], mask[rows, star_at - 1] = model.config.bos_token_id, 1
     copies = len(ratings)
     rated = rated.repeat(copies, 1)  # every rating's copy in one batch: one pass of larger products is faster
-    stars = FIRST_STAR_TOKEN_ID - 1 + torch.tensor(ratings, dtype=rated.dtype, device=input_ids.device)
+    stars = star_token_ids(torch.tensor(ratings, dtype=rated.dtype, device=input_ids.device))
     copy_rows = torch.arange(copies * batch, device=input_ids.device)
     rated[copy_rows, star_at.repeat(copies)] = stars.repeat_interleave(batch)
     hidden = model.run_layers(rated, mask.repeat(copies, 1), None, False, None, False)[0]

@@ -22,7 +22,7 @@ from charlstm.generation.sampling import load_generator
 from charlstm.generation.settings import GenerationSettings, check_settings
 from charlstm.hub.endpoint_handler import EndpointHandler
 from charlstm.loading import BUNDLED_MODEL, load_model
-from charlstm.modeling_charlstm import ratings_in_force
+from charlstm.modeling_charlstm import ratings_in_force, star_ratings, star_token_ids
 from charlstm.training.data import framed_stream, pack_reviews
 from charlstm.training.trainer import language_and_rating_losses
 from charlstm.training.warm_start import add_rating_input
@@ -69,6 +69,14 @@ def test_the_rating_at_each_position_is_the_last_star_token_seen():
     ids = torch.tensor([[bos, one, 20, 21, bos, 22, five, 23], [30, 31, five, 32, 33, 34, 35, 36]])
     ratings = ratings_in_force(ids, torch.tensor([0, 3]), bos_token_id=bos)
     assert ratings.tolist() == [[0, 1, 1, 1, 0, 0, 5, 5], [3, 3, 5, 5, 5, 5, 5, 5]]
+
+
+def test_the_model_reads_each_rating_from_the_tokenizers_star_token(tiny_tokenizer):
+    # The model knows the star tokens' ids without a tokenizer: they must be the ones the tokenizer writes.
+    ids = torch.tensor([tiny_tokenizer.convert_tokens_to_ids(star_token(stars)) for stars in range(1, 6)])
+    assert star_ratings(ids).tolist() == [1, 2, 3, 4, 5]
+    assert star_token_ids(torch.arange(1, 6)).tolist() == ids.tolist()
+    assert star_ratings(torch.tensor(tiny_tokenizer.encode("ab", add_special_tokens=False))).tolist() == [0, 0]
 
 
 def test_packed_blocks_give_every_character_its_reviews_rating(tiny_tokenizer):

@@ -20,10 +20,9 @@ from transformers.trainer_callback import ExportableState, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import register
-from ..configuration_charlstm import FIRST_STAR_TOKEN_ID
 from ..errors import UsageError
 from ..generation.rating import RATINGS, rating_prior
-from ..modeling_charlstm import CharLSTMCache, star_ratings
+from ..modeling_charlstm import CharLSTMCache, star_ratings, star_token_ids
 from ..runfiles import CARRIED_STATE, TRAINER_STATE
 from .data import IGNORE_INDEX, ParallelStreams
 
@@ -77,7 +76,7 @@ def language_and_rating_losses(model, input_ids, labels, star_ids, bos_token_id,
     """
     rated = star_ids > 0
     is_star = star_ratings(input_ids) > 0
-    passes_ids = torch.cat([torch.where(rated & is_star, FIRST_STAR_TOKEN_ID - 1 + k, input_ids) for k in RATINGS])
+    passes_ids = torch.cat([torch.where(rated & is_star, star_token_ids(k), input_ids) for k in RATINGS])
     passes_stars = torch.cat([torch.where(rated, k, star_ids) for k in RATINGS])
     logits = model(input_ids=passes_ids, star_ids=passes_stars, use_cache=False).logits[:, :-1].float()
     batch, steps = labels.shape[0], labels.shape[1] - 1
