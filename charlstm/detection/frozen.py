@@ -167,6 +167,16 @@ def row_families(rows: list[dict], own_source: str) -> list[str]:
     return [HUMAN_FAMILY if not row["label"] else generator_family(row["generator"], own) for row in rows]
 
 
+def set_row_name(source: str, own_source: str) -> str:
+    """How a detector's figures name a labelled set, or the samples of the generator whose source is `own_source`."""
+    return "Yelp reviews by our own generator" if source == own_source else describe_set(source)
+
+
+def family_row_name(family: str) -> str:
+    """How a detector's figures name a generator family."""
+    return f"machine text by {family if family != OWN_FAMILY else 'our own generator'}"
+
+
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                           lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = TEST_SHARE,
                           max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
@@ -248,15 +258,14 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
 
     tested_on = []
     for source in sorted(set(sources)):
-        name = "Yelp reviews by our own generator" if source == Path(generator_dir).name else describe_set(source)
-        row = row_for(name, "set", [i for i in tested if sources[i] == source], [of == source for of in sources])
+        members = [i for i in tested if sources[i] == source]
+        row = row_for(set_row_name(source, Path(generator_dir).name), "set", members, [of == source for of in sources])
         tested_on += [row] if row else []
     by_family = []
     for family in sorted(set(families) - {HUMAN_FAMILY}):
         family_sources = {sources[i] for i in tested if families[i] == family}
         members = [i for i in tested if families[i] == family or (labels[i] == 0 and sources[i] in family_sources)]
-        row = row_for(f"machine text by {family if family != OWN_FAMILY else 'our own generator'}", "family", members,
-                      [of == family for of in families])
+        row = row_for(family_row_name(family), "family", members, [of == family for of in families])
         by_family += [row] if row else []
     record_decision(output_dir, threshold=threshold, uncertain_band=band, tested_on=tuple(tested_on + by_family),
                     threshold_false_positive_rate=max_false_positive_rate, min_characters=min(lengths),
