@@ -16,8 +16,8 @@ regression: `ngram` (character 1-4-gram TF-IDF, scikit-learn), `words` (word 1-2
 letters, digits and underscores, any other character but a space a word by itself, as the shipped detector's
 `CharLSTMNgramScore` counts them), `likelihood` (the statistics and their squared distances from human texts'), `top`
 (mean top-layer state), `layers` (every layer's mean), `layers+lik.` (both); and the combinations `ngram+top`,
-`words+top`, `ngram+layers+lik.`, `ngram+lik.` and `ngram+top+lik.`, no further fit: the parts' margins, each
-standardised over the scored texts, averaged.
+`words+top`, `ngram+words+top`, `ngram+layers+lik.`, `ngram+lik.` and `ngram+top+lik.`, no further fit: the parts'
+margins, each standardised over the scored texts, averaged.
 
 Splits (`charlstm.detection.families`): leave-one-family-out (every text of a generator family is tested, none
 trained on; half of the human texts of the sets it appears in are tested beside them), leave-one-set-out (a whole
@@ -58,7 +58,7 @@ from charlstm.detection.settings import SamplingGrid
 from charlstm.generation.sampling import load_generator
 
 # Combinations: no further fit, each part's margins standardised over the scored texts (no labels), averaged.
-COMBINED = {"ngram+top": ("ngram", "top"), "words+top": ("words", "top"),
+COMBINED = {"ngram+top": ("ngram", "top"), "words+top": ("words", "top"), "ngram+words+top": ("ngram", "words", "top"),
             "ngram+layers+lik.": ("ngram", "layers+lik."), "ngram+lik.": ("ngram", "likelihood"),
             "ngram+top+lik.": ("ngram", "top", "likelihood")}
 METHODS = ("ngram", "words", "likelihood", "top", "layers", "layers+lik.", *COMBINED)
