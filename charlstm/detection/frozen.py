@@ -177,6 +177,27 @@ def family_row_name(family: str) -> str:
     return f"machine text by {family if family != OWN_FAMILY else 'our own generator'}"
 
 
+def frozen_heads(generator_dir: str, rows: list[dict], lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2,
+                 batch_size: int = 32, ngram_buckets: int = 0, ngram_max_n: int = 4, ngram_word_max_n: int = 0,
+                 likelihood: bool = False, own_domain: str | None = None) -> FrozenHeads:
+    """What a frozen detector's heads (as `build_frozen_detector` describes them) are fitted on, for `rows`: one pass
+    of the generator over each normalised text, and its n-grams counted, per crop length."""
+    generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(generator_dir)
+    texts = normalised([row["text"] for row in rows])
+    own = np.array([row["source"] == Path(generator_dir).name for row in rows])
+    in_domain = own | np.array([row.get("domain") == own_domain for row in rows]) if own_domain else None
+    # The own-sample head of a rated generator reads the rating gain, of texts of its domain only.
+    rated = np.flatnonzero(in_domain) if own_domain and generator.config.conditioned_on_stars else ()
+    features = frozen_features(generator, tokenizer, texts, lengths, batch_size, rated=rated)
+    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets, ngram_word_max_n) if ngram_buckets
+              else None for k in lengths}
+    views = {k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood or own_domain else None,
+                      None if features.gain is None else features.gain[k]) for k in lengths}
+    return FrozenHeads(views, np.array([int(row["label"]) for row in rows]), bool(ngram_buckets), likelihood, l2,
+                       in_domain, own if own_domain else None)
+
+
 def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
                           lengths: tuple[int, ...] = (100, 200, 400), l2: float = 1e-2, test_share: float = TEST_SHARE,
                           max_false_positive_rate: float = 0.05, batch_size: int = 32, seed: int = 0,
@@ -203,24 +224,13 @@ def build_frozen_detector(generator_dir: str, rows: list[dict], output_dir: str,
     if own_domain and not any(row.get("domain") == own_domain for row in rows):
         domains = ", ".join(sorted({str(row.get("domain")) for row in rows}))
         raise UsageError(f"--own-domain: the data has no rows of domain {own_domain!r} (domains: {domains})")
-    generator = AutoModelForCausalLM.from_pretrained(generator_dir, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(generator_dir)
-    texts = normalised([row["text"] for row in rows])
-    labels = np.array([int(row["label"]) for row in rows])
+    heads = frozen_heads(generator_dir, rows, lengths, l2, batch_size, ngram_buckets, ngram_max_n, ngram_word_max_n,
+                         likelihood, own_domain)
+    labels = heads.labels
     sources = [row["source"] for row in rows]
     families = row_families(rows, Path(generator_dir).name)
     groups = rewrite_groups(rows)
     train, test = group_split(groups, test_share, seed)
-    own = np.array([source == Path(generator_dir).name for source in sources])
-    in_domain = own | np.array([row.get("domain") == own_domain for row in rows]) if own_domain else None
-    # The own-sample head of a rated generator reads the rating gain, of texts of its domain only.
-    rated = np.flatnonzero(in_domain) if own_domain and generator.config.conditioned_on_stars else ()
-    features = frozen_features(generator, tokenizer, texts, lengths, batch_size, rated=rated)
-    counts = {k: ngram_counts(tokenizer, texts, k, ngram_max_n, ngram_buckets, ngram_word_max_n) if ngram_buckets
-              else None for k in lengths}
-    heads = FrozenHeads({k: Views(features.top[k], counts[k], features.likelihood[k] if likelihood or own_domain
-                                  else None, None if features.gain is None else features.gain[k]) for k in lengths},
-                        labels, bool(ngram_buckets), likelihood, l2, in_domain, own if own_domain else None)
     head = heads.fit(train, test)
     model = frozen_detector_model(generator_dir, head, ngram_max_n, ngram_word_max_n)
     model.save_pretrained(output_dir)
