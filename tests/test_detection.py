@@ -786,7 +786,7 @@ def test_a_frozen_detector_on_a_tiny_mix_separates_its_sources(tmp_path, generat
     detector = Detector(path)
     assert detector.pipeline.tokenizer.normalize_text is True and detector.decision.min_characters == 100
     assert {row["kind"] for row in detector.tested_on} == {"set", "family"}
-    # Named as scripts/left_out_baselines.py looks them up.
+    # Sets and families named in words, as the card, the Space and scripts/left_out_baselines.py name them.
     assert {"machine text by our own generator", "machine text by OpenAI GPT-3.5/4/4o",
             "Yelp reviews by our own generator"} <= {row["name"] for row in detector.tested_on}
     # Its P(machine) is calibrated on the texts it was tested on, and its card says so.
