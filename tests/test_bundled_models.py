@@ -41,7 +41,7 @@ def test_bundled_generator_is_better_than_chance_on_review_text():
 
 
 def test_bundled_detector_scores_the_bundled_generators_reviews_above_a_human_one():
-    # Its own generator's samples are what it catches least well (ROC-AUC 0.85 on the held-out ones, see the README):
+    # Its own generator's samples are among what it catches least well (the README has the held-out figures):
     # one sample can pass as human, but on average they score well above a person's review.
     model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL).eval()
     tokenizer = AutoTokenizer.from_pretrained(BUNDLED_MODEL)
